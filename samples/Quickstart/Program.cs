@@ -1,0 +1,41 @@
+// Quickstart: Liger's RMSNorm and SwiGLU MLP, forward and backward, on whatever device is present.
+//   dotnet run --project samples/Quickstart            (CPU: TorchSharp path)
+//   dotnet run --project samples/Quickstart -- --emulate   (CPU: the ILGPU kernels on ILGPU's GPU emulator)
+using Liger.Kernels.Modules;
+using Liger.Kernels.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+if (args.Contains("--emulate"))
+    LigerRuntime.CpuExecution = CpuExecution.IlgpuEmulator;
+LigerRuntime.OpExecuted += (op, path) => Console.WriteLine($"  ran {op,-20} on {path}");
+
+var device = cuda.is_available() ? CUDA : CPU;
+manual_seed(0);
+const int batch = 2, seq = 16, hidden = 64, intermediate = 172;
+Console.WriteLine($"Liger for .NET quickstart on {device.type}: {LigerRuntime.Describe(zeros(1, device: device))}");
+
+// A pre-norm MLP block, as in a Llama decoder layer: h + mlp(norm(h)).
+var norm = new LigerRMSNorm(hidden, eps: 1e-6, device: device);
+var mlp = new LigerSwiGLUMLP(hidden, intermediate, device: device);
+var h = randn(batch, seq, hidden, device: device, requires_grad: true);
+
+Console.WriteLine("forward:");
+var output = h + mlp.forward(norm.forward(h));
+var loss = output.square().mean();
+Console.WriteLine($"  loss = {loss.item<float>():F6}");
+
+Console.WriteLine("backward:");
+loss.backward();
+Console.WriteLine($"  |dL/dh|           = {h.grad!.norm().item<float>():F6}");
+Console.WriteLine($"  |dL/dnorm.weight| = {norm.weight.grad!.norm().item<float>():F6}");
+Console.WriteLine($"  |dL/dgate_proj|   = {mlp.gate_proj.weight.grad!.norm().item<float>():F6}");
+
+// The same block in eager TorchSharp ops, for comparison.
+using (no_grad())
+{
+    var xf = h.detach();
+    var normed = xf * rsqrt(xf.square().mean([-1L], keepdim: true) + 1e-6) * norm.weight;
+    var eager = xf + mlp.down_proj.forward(nn.functional.silu(mlp.gate_proj.forward(normed)) * mlp.up_proj.forward(normed));
+    Console.WriteLine($"max |liger - eager| forward = {(output - eager).abs().max().item<float>():E2}");
+}

@@ -1,0 +1,48 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+
+namespace Liger.Kernels.Kernels;
+
+/// <summary>Math helpers for device code that compile to native PTX instructions (no libdevice needed).</summary>
+internal static class DeviceMath
+{
+    private const float Log2E = 1.4426950408889634f;
+
+    /// <summary>e^x through ex2 (PTX ex2.approx, about 2 ulp; Triton's tl.exp compiles to the same).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Exp(float x) => IntrinsicMath.CPUOnly.Exp2(x * Log2E);
+
+    /// <summary>1 / (1 + e^-x).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Sigmoid(float x) => 1f / (1f + Exp(-x));
+
+    /// <summary>1 / sqrt(x) with a correctly rounded square root and division, as torch's CPU rsqrt.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Rsqrt(float x) => 1f / MathF.Sqrt(x);
+}
+
+/// <summary>Reductions across the threads of one group (thread block).</summary>
+internal static class GroupReduce
+{
+    /// <summary>
+    /// The sum of <paramref name="value"/> over the group, returned to every thread. Deterministic: a
+    /// fixed shuffle tree per warp, then every thread adds the warp totals in warp order. (ILGPU.Algorithms'
+    /// group reduction adds warp totals with shared-memory atomics, whose order, and so the rounding,
+    /// changes from run to run.) The group size must be a multiple of the warp size, at most 32 warps.
+    /// </summary>
+    internal static float Sum(float value)
+    {
+        for (int delta = Warp.WarpSize / 2; delta > 0; delta >>= 1)
+            value += Warp.ShuffleDown(value, delta);
+        var warpTotals = SharedMemory.Allocate<float>(32);
+        if (Warp.IsFirstLane)
+            warpTotals[Warp.WarpIdx] = value;
+        Group.Barrier();
+        int warps = Group.DimX / Warp.WarpSize;
+        float total = 0f;
+        for (int w = 0; w < warps; w++)
+            total += warpTotals[w];
+        Group.Barrier(); // the next call may overwrite warpTotals
+        return total;
+    }
+}

@@ -1,0 +1,161 @@
+using ILGPU;
+using ILGPU.Runtime;
+using Liger.Kernels.Kernels;
+using Liger.Kernels.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Liger.Kernels.Ops;
+
+/// <summary>
+/// silu(a) * b as a differentiable function (the gate of SwiGLU MLPs). The forward saves only a and b;
+/// the backward recomputes silu(a) in the kernel.
+/// </summary>
+public static class LigerSiLUMulFunction
+{
+    /// <summary>Applies silu(a) * b elementwise. a and b: same shape, dtype and device, contiguous.</summary>
+    /// <param name="a">The gate input (gate_proj's output).</param>
+    /// <param name="b">The value input (up_proj's output).</param>
+    /// <param name="inPlaceBackward">Write da and db into a's and b's buffers, as Liger-Kernel does: no extra
+    /// memory in the backward, but a and b are destroyed, so only for intermediates nothing else reads
+    /// (as inside <see cref="Modules.LigerSwiGLUMLP"/>).</param>
+    public static Tensor Apply(Tensor a, Tensor b, bool inPlaceBackward = false)
+    {
+        SwiGluOp.Validate(a, b);
+        return SwiGluAutograd.apply(a, b, inPlaceBackward)[0];
+    }
+}
+
+/// <summary>The autograd node of <see cref="LigerSiLUMulFunction"/>.</summary>
+internal sealed class SwiGluAutograd : autograd.MultiTensorFunction<SwiGluAutograd>
+{
+    public override string Name => "LigerSiLUMulBackward";
+
+    public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
+    {
+        var (a, b) = ((Tensor)vars[0], (Tensor)vars[1]);
+        ctx.save_for_backward([a, b]);
+        ctx.save_data("inPlace", (bool)vars[2]);
+        return [SwiGluOp.Forward(a, b)];
+    }
+
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    {
+        var saved = ctx.get_saved_variables();
+        var (da, db) = SwiGluOp.Backward(grads[0].contiguous(), saved[0], saved[1], (bool)ctx.get_data("inPlace"));
+        return [da, db, null!];
+    }
+}
+
+/// <summary>Host side of SwiGLU: argument checks, kernel launches, and the TorchSharp CPU path.</summary>
+public static class SwiGluOp
+{
+    internal static void Validate(Tensor a, Tensor b)
+    {
+        TensorChecks.NotNull(a, nameof(a));
+        TensorChecks.NotNull(b, nameof(b));
+        TensorChecks.FloatingPoint(a, nameof(a));
+        TensorChecks.Contiguous(a, nameof(a));
+        TensorChecks.Contiguous(b, nameof(b));
+        TensorChecks.SameDtype(b, nameof(b), a, nameof(a));
+        TensorChecks.SameDevice(b, nameof(b), a, nameof(a));
+        TensorChecks.SameShape(b, nameof(b), a, nameof(a));
+        LigerRuntime.KernelDeviceFor(a, nameof(a));
+    }
+
+    /// <summary>c = silu(a) * b.</summary>
+    public static Tensor Forward(Tensor a, Tensor b)
+    {
+        var device = LigerRuntime.KernelDeviceFor(a, nameof(a));
+        if (device is null)
+        {
+            LigerRuntime.Report("silu_mul_forward", ExecutionPath.TorchCpu);
+            return nn.functional.silu(a) * b;
+        }
+        var c = Outputs.EmptyLike(a);
+        if (a.numel() > 0)
+        {
+            switch (a.dtype)
+            {
+                case ScalarType.Float32: LaunchForward<float, Float32Codec>(device, a, b, c); break;
+                case ScalarType.BFloat16: LaunchForward<ushort, BFloat16Codec>(device, a, b, c); break;
+                default: LaunchForward<ILGPU.Half, Float16Codec>(device, a, b, c); break;
+            }
+        }
+        LigerRuntime.Report("silu_mul_forward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
+        return c;
+    }
+
+    /// <summary>da, db from dc; written into a and b when <paramref name="inPlace"/>.</summary>
+    public static (Tensor Da, Tensor Db) Backward(Tensor dc, Tensor a, Tensor b, bool inPlace)
+    {
+        var device = LigerRuntime.KernelDeviceFor(a, nameof(a));
+        if (device is null)
+        {
+            LigerRuntime.Report("silu_mul_backward", ExecutionPath.TorchCpu);
+            return BackwardTorch(dc, a, b, inPlace);
+        }
+        var da = inPlace ? a : Outputs.EmptyLike(a);
+        var db = inPlace ? b : Outputs.EmptyLike(b);
+        if (a.numel() > 0)
+        {
+            switch (a.dtype)
+            {
+                case ScalarType.Float32: LaunchBackward<float, Float32Codec>(device, dc, a, b, da, db); break;
+                case ScalarType.BFloat16: LaunchBackward<ushort, BFloat16Codec>(device, dc, a, b, da, db); break;
+                default: LaunchBackward<ILGPU.Half, Float16Codec>(device, dc, a, b, da, db); break;
+            }
+        }
+        LigerRuntime.Report("silu_mul_backward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
+        return (da, db);
+    }
+
+    /// <summary>A grid-stride launch shape for n elements: enough groups to fill the device, no more.</summary>
+    private static KernelConfig ElementwiseConfig(KernelDevice device, long n)
+    {
+        int group = device.GroupSizeFor(n, preferredMax: 256);
+        long wanted = (n + group - 1) / group;
+        long cap = device.IsCuda ? device.Multiprocessors * 8L : 8L;
+        return new KernelConfig((int)Math.Clamp(wanted, 1, cap), group);
+    }
+
+    private static void LaunchForward<T, TCodec>(KernelDevice device, Tensor a, Tensor b, Tensor c)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+    {
+        var kernel = device.Kernel<Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, long>,
+            Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>>(
+            SwiGluKernels.Forward<T, TCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        using var views = new TensorViews(device);
+        kernel(ElementwiseConfig(device, a.numel()), views.Of<T>(a, nameof(a)), views.Of<T>(b, nameof(b)),
+            views.Of<T>(c, nameof(c)), a.numel());
+    }
+
+    private static void LaunchBackward<T, TCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+    {
+        TensorChecks.SameShape(dc, nameof(dc), a, nameof(a));
+        var kernel = device.Kernel<Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>,
+            Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>>(
+            SwiGluKernels.Backward<T, TCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        using var views = new TensorViews(device);
+        kernel(ElementwiseConfig(device, a.numel()), views.Of<T>(dc, nameof(dc)), views.Of<T>(a, nameof(a)),
+            views.Of<T>(b, nameof(b)), views.Of<T>(da, nameof(da)), views.Of<T>(db, nameof(db)), a.numel());
+    }
+
+    // ---- TorchSharp path: recomputes silu from a, rounding where the eager graph rounds. ----
+
+    internal static (Tensor Da, Tensor Db) BackwardTorch(Tensor dc, Tensor a, Tensor b, bool inPlace)
+    {
+        using var scope = NewDisposeScope();
+        var af = a.to(ScalarType.Float32);
+        var sig = sigmoid(af);
+        var db = dc * nn.functional.silu(a);
+        var da = ((dc * b).to(ScalarType.Float32) * sig * (1 + af * (1 - sig))).to(a.dtype);
+        if (inPlace)
+        {
+            da = a.copy_(da);
+            db = b.copy_(db);
+        }
+        return (da.MoveToOuterDisposeScope(), db.MoveToOuterDisposeScope());
+    }
+}
