@@ -25,24 +25,30 @@ internal static class DeviceMath
 internal static class GroupReduce
 {
     /// <summary>
-    /// The sum of <paramref name="value"/> over the group, returned to every thread. Deterministic: a
-    /// fixed shuffle tree per warp, then every thread adds the warp totals in warp order. (ILGPU.Algorithms'
-    /// group reduction adds warp totals with shared-memory atomics, whose order, and so the rounding,
-    /// changes from run to run.) The group size must be a multiple of the warp size, at most 32 warps.
+    /// The sum of <paramref name="value"/> over the group, returned to every thread. Deterministic: a fixed
+    /// shuffle tree per warp, then every warp reduces the warp totals with the same tree and takes lane
+    /// 0's result, so all threads hold the identical value. (ILGPU.Algorithms' group reduction adds warp
+    /// totals with shared-memory atomics, whose order, and so the rounding, changes from run to run.)
+    /// One barrier per call: the totals live in one of two shared slots chosen by <paramref name="parity"/>,
+    /// so consecutive calls (pass 0, 1, 0, ...) never overwrite totals another warp may still be reading.
+    /// The group size must be a multiple of the warp size, at most 32 warps.
     /// </summary>
-    internal static float Sum(float value)
+    internal static float Sum(float value, int parity)
+    {
+        value = WarpSum(value);
+        var warpTotals = SharedMemory.Allocate<float>(64);
+        int slot = (parity & 1) * 32;
+        if (Warp.IsFirstLane)
+            warpTotals[slot + Warp.WarpIdx] = value;
+        Group.Barrier();
+        float total = Warp.LaneIdx < Group.DimX / Warp.WarpSize ? warpTotals[slot + Warp.LaneIdx] : 0f;
+        return Warp.Shuffle(WarpSum(total), 0);
+    }
+
+    private static float WarpSum(float value)
     {
         for (int delta = Warp.WarpSize / 2; delta > 0; delta >>= 1)
             value += Warp.ShuffleDown(value, delta);
-        var warpTotals = SharedMemory.Allocate<float>(32);
-        if (Warp.IsFirstLane)
-            warpTotals[Warp.WarpIdx] = value;
-        Group.Barrier();
-        int warps = Group.DimX / Warp.WarpSize;
-        float total = 0f;
-        for (int w = 0; w < warps; w++)
-            total += warpTotals[w];
-        Group.Barrier(); // the next call may overwrite warpTotals
-        return total;
+        return value;
     }
 }

@@ -39,7 +39,7 @@ public static class LigerRMSNormFunction
         RmsNormCastingMode castingMode = RmsNormCastingMode.Llama, bool inPlaceBackward = false)
     {
         RmsNormOp.Validate(x, weight, eps, offset);
-        return RmsNormAutograd.apply(x, weight, eps, offset, castingMode, inPlaceBackward)[0];
+        return AutogradOutputCache.Release(RmsNormAutograd.apply(x, weight, eps, offset, castingMode, inPlaceBackward))[0];
     }
 }
 
@@ -50,6 +50,7 @@ internal sealed class RmsNormAutograd : autograd.MultiTensorFunction<RmsNormAuto
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        AutogradOutputCache.Track(ctx);
         var (x, weight) = ((Tensor)vars[0], (Tensor)vars[1]);
         var (eps, offset, mode, inPlace) = ((double)vars[2], (double)vars[3], (RmsNormCastingMode)vars[4], (bool)vars[5]);
         long cols = x.shape[^1];
@@ -66,6 +67,8 @@ internal sealed class RmsNormAutograd : autograd.MultiTensorFunction<RmsNormAuto
     {
         var saved = ctx.get_saved_variables();
         var (x, weight, rstd) = (saved[0], saved[1], saved[2]);
+        if (grads[0] is null || grads[0].IsInvalid)
+            return [null!, null!, null!, null!, null!, null!]; // the output took no part in the loss
         long cols = x.shape[^1];
         var dy = grads[0].contiguous().view(-1, cols);
         var (dx, dw) = RmsNormOp.Backward(dy, x.view(-1, cols), weight, rstd,
@@ -106,11 +109,14 @@ public static class RmsNormOp
         var rstd = Outputs.Empty([x.shape[0]], ScalarType.Float32, x.device);
         if (x.shape[0] > 0)
         {
+            bool vectorized = Vectorizable(device, x.shape[1], x, weight);
             switch (x.dtype)
             {
+                case ScalarType.Float32 when vectorized: LaunchForwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
                 case ScalarType.Float32: LaunchForward<float, Float32Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
+                case ScalarType.BFloat16 when vectorized: LaunchForwardVectorized<ushort, BFloat16Codec, BFloat16x8, BFloat16x8Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
                 case ScalarType.BFloat16: LaunchForward<ushort, BFloat16Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
-                default: LaunchForward<ILGPU.Half, Float16Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
+                default: LaunchForward<ushort, Float16Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
             }
         }
         LigerRuntime.Report("rms_norm_forward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
@@ -129,31 +135,50 @@ public static class RmsNormOp
         }
         int rows = (int)x.shape[0], cols = (int)x.shape[1];
         var dx = inPlace ? dy : Outputs.EmptyLike(x);
-        int group = device.GroupSizeFor((cols + 3) / 4);
-        int maxGroups = device.IsCuda ? device.Multiprocessors * Math.Max(1, 2048 / group) : 4;
-        int rowsPerGroup = Math.Max(1, (rows + maxGroups - 1) / maxGroups);
-        int groups = Math.Max(1, (rows + rowsPerGroup - 1) / rowsPerGroup);
-        // dW partials live in shared memory (cols fp32 per group); beyond that, dW comes from torch ops.
-        bool accumulate = (long)cols * sizeof(float) + 256 <= device.MaxSharedMemoryPerGroup;
-        var partials = Outputs.Empty(accumulate ? [groups, cols] : [1], ScalarType.Float32, x.device);
-        if (rows > 0)
+        bool vectorized = Vectorizable(device, cols, dy, x, weight, dx);
+        // dW partials: in registers (vectorised) or shared memory (scalar, cols fp32 per group); a row
+        // too long for shared memory leaves dW to torch ops.
+        bool accumulate = vectorized || (long)cols * sizeof(float) + 256 <= device.MaxSharedMemoryPerGroup;
+        // Without partials, dW comes from torch ops over dy, which must run before dx overwrites dy.
+        Tensor? dwFromTorch = accumulate || rows == 0 ? null : WeightGradTorch(dy, x, rstd, mode);
+        Tensor? partials = rows == 0 ? null : x.dtype switch
         {
-            var shape = new BackwardShape(rows, cols, rowsPerGroup, groups, group, accumulate);
-            switch (x.dtype)
-            {
-                case ScalarType.Float32: LaunchBackward<float, Float32Codec>(device, dy, x, weight, rstd, dx, partials, offset, mode, shape); break;
-                case ScalarType.BFloat16: LaunchBackward<ushort, BFloat16Codec>(device, dy, x, weight, rstd, dx, partials, offset, mode, shape); break;
-                default: LaunchBackward<ILGPU.Half, Float16Codec>(device, dy, x, weight, rstd, dx, partials, offset, mode, shape); break;
-            }
-        }
-        Tensor dw = rows == 0 ? zeros_like(weight)
-            : accumulate ? partials.sum(dim: 0).to(weight.dtype)
-            : WeightGradTorch(dy, x, rstd, mode);
+            ScalarType.Float32 when vectorized => LaunchBackwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, dy, x, weight, rstd, dx, offset, mode),
+            ScalarType.Float32 => LaunchBackward<float, Float32Codec>(device, dy, x, weight, rstd, dx, offset, mode, accumulate),
+            ScalarType.BFloat16 when vectorized => LaunchBackwardVectorized<ushort, BFloat16Codec, BFloat16x8, BFloat16x8Codec>(device, dy, x, weight, rstd, dx, offset, mode),
+            ScalarType.BFloat16 => LaunchBackward<ushort, BFloat16Codec>(device, dy, x, weight, rstd, dx, offset, mode, accumulate),
+            _ => LaunchBackward<ushort, Float16Codec>(device, dy, x, weight, rstd, dx, offset, mode, accumulate),
+        };
+        Tensor dw = dwFromTorch ?? (partials is null ? zeros_like(weight) : partials.sum(dim: 0).to(weight.dtype));
         LigerRuntime.Report("rms_norm_backward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
         return (dx, dw);
     }
 
-    private readonly record struct BackwardShape(int Rows, int Cols, int RowsPerGroup, int Groups, int GroupSize, bool Accumulate);
+    /// <summary>
+    /// The vectorised kernels need rows of whole 8-element chunks, one chunk per thread of a group, and
+    /// 16-byte aligned data; float16 has no vector codec yet and takes the scalar kernels.
+    /// </summary>
+    private static bool Vectorizable(KernelDevice device, long cols, params Tensor[] tensors) =>
+        tensors[0].dtype != ScalarType.Float16 && cols % 8 == 0 && cols / 8 <= device.MaxGroupSize
+        && TensorViews.VectorFriendly(tensors);
+
+    private static void LaunchForwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor x, Tensor weight,
+        Tensor y, Tensor rstd, double eps, double offset, RmsNormCastingMode mode)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
+    {
+        int rows = (int)x.shape[0], chunks = (int)x.shape[1] / 8;
+        var kernel = device.Kernel<
+            Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<float>, int, int, int, float, float, SpecializedValue<int>>,
+            Action<KernelConfig, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<float>, int, int, int, float, float, SpecializedValue<int>>>(
+            RmsNormKernels.ForwardVectorized<T, TCodec, TVec, TVecCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        int group = device.GroupSizeFor(chunks);
+        var (groups, rowsPerGroup) = device.PersistentGrid(rows, group);
+        using var views = new TensorViews(device);
+        kernel(new KernelConfig(groups, group),
+            views.OfVectors<TVec>(x, nameof(x)), views.OfVectors<TVec>(weight, nameof(weight)), views.OfVectors<TVec>(y, "y"),
+            views.Of<float>(rstd, "rstd"), rows, chunks, rowsPerGroup, (float)eps, (float)offset, SpecializedValue.New((int)mode));
+    }
 
     private static void LaunchForward<T, TCodec>(KernelDevice device, Tensor x, Tensor weight, Tensor y, Tensor rstd,
         double eps, double offset, RmsNormCastingMode mode)
@@ -165,24 +190,53 @@ public static class RmsNormOp
             Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<float>, int, float, float, int>>(
             RmsNormKernels.Forward<T, TCodec>, static (acc, k) => acc.LoadStreamKernel(k));
         using var views = new TensorViews(device);
-        var config = new KernelConfig((int)x.shape[0], device.GroupSizeFor((cols + 3) / 4));
-        kernel(config, views.Of<T>(x, nameof(x)), views.Of<T>(weight, nameof(weight)), views.Of<T>(y, "y"),
+        kernel(new KernelConfig((int)x.shape[0], device.GroupSizeFor((cols + 3) / 4)),
+            views.Of<T>(x, nameof(x)), views.Of<T>(weight, nameof(weight)), views.Of<T>(y, "y"),
             views.Of<float>(rstd, "rstd"), cols, (float)eps, (float)offset, (int)mode);
     }
 
-    private static void LaunchBackward<T, TCodec>(KernelDevice device, Tensor dy, Tensor x, Tensor weight, Tensor rstd,
-        Tensor dx, Tensor partials, double offset, RmsNormCastingMode mode, BackwardShape s)
+    /// <summary>Launches the vectorised backward; returns the fp32 dW partials, one row per group.</summary>
+    private static Tensor LaunchBackwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor dy, Tensor x,
+        Tensor weight, Tensor rstd, Tensor dx, double offset, RmsNormCastingMode mode)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
+    {
+        int rows = (int)x.shape[0], cols = (int)x.shape[1];
+        var kernel = device.Kernel<
+            Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<float>, ArrayView<TVec>, ArrayView<Float8>, int, int, int, float, SpecializedValue<int>>,
+            Action<KernelConfig, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<float>, ArrayView<TVec>, ArrayView<Float8>, int, int, int, float, SpecializedValue<int>>>(
+            RmsNormKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        int group = device.GroupSizeFor(cols / 8);
+        var (groups, rowsPerGroup) = device.PersistentGrid(rows, group);
+        var partials = Outputs.Empty([groups, cols], ScalarType.Float32, x.device);
+        using var views = new TensorViews(device);
+        kernel(new KernelConfig(groups, group),
+            views.OfVectors<TVec>(dy, nameof(dy)), views.OfVectors<TVec>(x, nameof(x)), views.OfVectors<TVec>(weight, nameof(weight)),
+            views.Of<float>(rstd, nameof(rstd)), views.OfVectors<TVec>(dx, nameof(dx)), views.OfVectors<Float8>(partials, "partials"),
+            rows, cols / 8, rowsPerGroup, (float)offset, SpecializedValue.New((int)mode));
+        return partials;
+    }
+
+    /// <summary>Launches the scalar backward; returns the fp32 dW partials (one row per group, or unused when not accumulating).</summary>
+    private static Tensor LaunchBackward<T, TCodec>(KernelDevice device, Tensor dy, Tensor x, Tensor weight, Tensor rstd,
+        Tensor dx, double offset, RmsNormCastingMode mode, bool accumulate)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
     {
+        int rows = (int)x.shape[0], cols = (int)x.shape[1];
         var kernel = device.Kernel<
             Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<float>, ArrayView<T>, ArrayView<float>, int, int, int, float, int, int>,
             Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<float>, ArrayView<T>, ArrayView<float>, int, int, int, float, int, int>>(
             RmsNormKernels.Backward<T, TCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        int group = device.GroupSizeFor((cols + 3) / 4);
+        int sharedBytes = accumulate ? cols * sizeof(float) : sizeof(float);
+        var (groups, rowsPerGroup) = device.PersistentGrid(rows, group);
+        var partials = Outputs.Empty(accumulate ? [groups, cols] : [1], ScalarType.Float32, x.device);
         using var views = new TensorViews(device);
-        var config = new KernelConfig(s.Groups, s.GroupSize, SharedMemoryConfig.RequestDynamic<float>(s.Accumulate ? s.Cols : 1));
-        kernel(config, views.Of<T>(dy, nameof(dy)), views.Of<T>(x, nameof(x)), views.Of<T>(weight, nameof(weight)),
+        kernel(new KernelConfig(groups, group, SharedMemoryConfig.RequestDynamic<float>(sharedBytes / sizeof(float))),
+            views.Of<T>(dy, nameof(dy)), views.Of<T>(x, nameof(x)), views.Of<T>(weight, nameof(weight)),
             views.Of<float>(rstd, nameof(rstd)), views.Of<T>(dx, nameof(dx)), views.Of<float>(partials, "partials"),
-            s.Rows, s.Cols, s.RowsPerGroup, (float)offset, (int)mode, s.Accumulate ? 1 : 0);
+            rows, cols, rowsPerGroup, (float)offset, (int)mode, accumulate ? 1 : 0);
+        return partials;
     }
 
     // ---- TorchSharp path: the same math with torch ops, saving the same tensors (x, weight, rstd). ----
@@ -213,9 +267,9 @@ public static class RmsNormOp
             : (dy * (weight + offset)).to(ScalarType.Float32);
         var dot = (m * xf).sum([-1L], keepdim: true);
         var dx = (r * (m - r * r * dot / x.shape[1] * xf)).to(x.dtype);
+        var dw = WeightGradTorch(dy, x, rstd, mode); // before dy may be overwritten below
         if (inPlace)
             dx = dy.copy_(dx);
-        var dw = WeightGradTorch(dy, x, rstd, mode);
         return (dx.MoveToOuterDisposeScope(), dw.MoveToOuterDisposeScope());
     }
 

@@ -22,7 +22,7 @@ public static class LigerSiLUMulFunction
     public static Tensor Apply(Tensor a, Tensor b, bool inPlaceBackward = false)
     {
         SwiGluOp.Validate(a, b);
-        return SwiGluAutograd.apply(a, b, inPlaceBackward)[0];
+        return AutogradOutputCache.Release(SwiGluAutograd.apply(a, b, inPlaceBackward))[0];
     }
 }
 
@@ -33,6 +33,7 @@ internal sealed class SwiGluAutograd : autograd.MultiTensorFunction<SwiGluAutogr
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
+        AutogradOutputCache.Track(ctx);
         var (a, b) = ((Tensor)vars[0], (Tensor)vars[1]);
         ctx.save_for_backward([a, b]);
         ctx.save_data("inPlace", (bool)vars[2]);
@@ -42,6 +43,8 @@ internal sealed class SwiGluAutograd : autograd.MultiTensorFunction<SwiGluAutogr
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         var saved = ctx.get_saved_variables();
+        if (grads[0] is null || grads[0].IsInvalid)
+            return [null!, null!, null!]; // the output took no part in the loss
         var (da, db) = SwiGluOp.Backward(grads[0].contiguous(), saved[0], saved[1], (bool)ctx.get_data("inPlace"));
         return [da, db, null!];
     }
@@ -75,11 +78,14 @@ public static class SwiGluOp
         var c = Outputs.EmptyLike(a);
         if (a.numel() > 0)
         {
+            bool vectorized = Vectorizable(a, b, c);
             switch (a.dtype)
             {
+                case ScalarType.Float32 when vectorized: LaunchForwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, a, b, c); break;
+                case ScalarType.BFloat16 when vectorized: LaunchForwardVectorized<ushort, BFloat16Codec, BFloat16x8, BFloat16x8Codec>(device, a, b, c); break;
                 case ScalarType.Float32: LaunchForward<float, Float32Codec>(device, a, b, c); break;
                 case ScalarType.BFloat16: LaunchForward<ushort, BFloat16Codec>(device, a, b, c); break;
-                default: LaunchForward<ILGPU.Half, Float16Codec>(device, a, b, c); break;
+                default: LaunchForward<ushort, Float16Codec>(device, a, b, c); break;
             }
         }
         LigerRuntime.Report("silu_mul_forward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
@@ -99,11 +105,15 @@ public static class SwiGluOp
         var db = inPlace ? b : Outputs.EmptyLike(b);
         if (a.numel() > 0)
         {
+            TensorChecks.SameShape(dc, nameof(dc), a, nameof(a));
+            bool vectorized = Vectorizable(dc, a, b, da, db);
             switch (a.dtype)
             {
+                case ScalarType.Float32 when vectorized: LaunchBackwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, dc, a, b, da, db); break;
+                case ScalarType.BFloat16 when vectorized: LaunchBackwardVectorized<ushort, BFloat16Codec, BFloat16x8, BFloat16x8Codec>(device, dc, a, b, da, db); break;
                 case ScalarType.Float32: LaunchBackward<float, Float32Codec>(device, dc, a, b, da, db); break;
                 case ScalarType.BFloat16: LaunchBackward<ushort, BFloat16Codec>(device, dc, a, b, da, db); break;
-                default: LaunchBackward<ILGPU.Half, Float16Codec>(device, dc, a, b, da, db); break;
+                default: LaunchBackward<ushort, Float16Codec>(device, dc, a, b, da, db); break;
             }
         }
         LigerRuntime.Report("silu_mul_backward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
@@ -117,6 +127,36 @@ public static class SwiGluOp
         long wanted = (n + group - 1) / group;
         long cap = device.IsCuda ? device.Multiprocessors * 8L : 8L;
         return new KernelConfig((int)Math.Clamp(wanted, 1, cap), group);
+    }
+
+    /// <summary>Vector kernels need whole 8-element chunks and 16-byte aligned data; float16 stays scalar.</summary>
+    private static bool Vectorizable(params Tensor[] tensors) =>
+        tensors[0].dtype != ScalarType.Float16 && tensors[0].numel() % 8 == 0 && TensorViews.VectorFriendly(tensors);
+
+    private static void LaunchForwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor a, Tensor b, Tensor c)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
+    {
+        var kernel = device.Kernel<Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>,
+            Action<KernelConfig, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>>(
+            SwiGluKernels.ForwardVectorized<T, TCodec, TVec, TVecCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        using var views = new TensorViews(device);
+        long chunks = a.numel() / 8;
+        kernel(ElementwiseConfig(device, chunks), views.OfVectors<TVec>(a, nameof(a)), views.OfVectors<TVec>(b, nameof(b)),
+            views.OfVectors<TVec>(c, nameof(c)), chunks);
+    }
+
+    private static void LaunchBackwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
+    {
+        var kernel = device.Kernel<Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>,
+            Action<KernelConfig, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>>(
+            SwiGluKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec>, static (acc, k) => acc.LoadStreamKernel(k));
+        using var views = new TensorViews(device);
+        long chunks = a.numel() / 8;
+        kernel(ElementwiseConfig(device, chunks), views.OfVectors<TVec>(dc, nameof(dc)), views.OfVectors<TVec>(a, nameof(a)),
+            views.OfVectors<TVec>(b, nameof(b)), views.OfVectors<TVec>(da, nameof(da)), views.OfVectors<TVec>(db, nameof(db)), chunks);
     }
 
     private static void LaunchForward<T, TCodec>(KernelDevice device, Tensor a, Tensor b, Tensor c)
@@ -133,7 +173,6 @@ public static class SwiGluOp
     private static void LaunchBackward<T, TCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
     {
-        TensorChecks.SameShape(dc, nameof(dc), a, nameof(a));
         var kernel = device.Kernel<Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>,
             Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>>(
             SwiGluKernels.Backward<T, TCodec>, static (acc, k) => acc.LoadStreamKernel(k));

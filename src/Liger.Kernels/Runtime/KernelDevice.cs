@@ -61,6 +61,21 @@ public sealed class KernelDevice
             Accelerator.Synchronize();
     }
 
+    /// <summary>
+    /// A grid of persistent groups for <paramref name="rows"/> rows, each over a contiguous run of rows:
+    /// as many groups as fit on the device by thread count (2048 threads per multiprocessor on NVIDIA
+    /// GPUs since Volta). Where registers allow fewer, the extra groups run as a second wave of equal
+    /// runs, which costs little. (ILGPU's occupancy query cannot see kernels with specialised
+    /// parameters, so it is not used.) The CPU emulator gets a handful of groups.
+    /// </summary>
+    internal (int Groups, int RowsPerGroup) PersistentGrid(long rows, int groupSize)
+    {
+        int resident = IsCuda ? Multiprocessors * Math.Max(1, 2048 / groupSize) : 4;
+        int rowsPerGroup = (int)Math.Max(1, (rows + resident - 1) / resident);
+        int groups = (int)Math.Max(1, (rows + rowsPerGroup - 1) / rowsPerGroup);
+        return (groups, rowsPerGroup);
+    }
+
     /// <summary>A group size for a row of <paramref name="work"/> items: a warp multiple, at most the device limit.</summary>
     internal int GroupSizeFor(long work, int preferredMax = 1024)
     {

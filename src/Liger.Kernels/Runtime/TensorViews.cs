@@ -51,12 +51,38 @@ internal sealed class TensorViews : IDisposable
         int size = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
         if (tensor.element_size() != size)
             throw new ArgumentException($"'{argumentName}' has {tensor.element_size()}-byte elements ({tensor.dtype}); the kernel expects {size}-byte elements.", argumentName);
+        return Create<T>(tensor, argumentName, tensor.numel());
+    }
+
+    /// <summary>
+    /// A view of <paramref name="tensor"/> as packed vectors (8 elements each, e.g. 16 bytes of bf16), for
+    /// kernels that move one vector per access. The tensor's size in bytes must be a multiple of the
+    /// vector's and its data 16-byte aligned (see <see cref="VectorFriendly"/>).
+    /// </summary>
+    internal ArrayView<TVec> OfVectors<TVec>(torch.Tensor tensor, string argumentName) where TVec : unmanaged
+    {
+        int size = System.Runtime.CompilerServices.Unsafe.SizeOf<TVec>();
+        long bytes = tensor.numel() * tensor.element_size();
+        if (bytes % size != 0 || TorchInterop.DataPointer(tensor) % VectorAlignment != 0)
+            throw new ArgumentException($"'{argumentName}' cannot be read as {size}-byte vectors ({bytes} bytes, data at {TorchInterop.DataPointer(tensor):X}).", argumentName);
+        return Create<TVec>(tensor, argumentName, bytes / size);
+    }
+
+    /// <summary>Byte alignment that vector accesses need.</summary>
+    internal const int VectorAlignment = 16;
+
+    /// <summary>True when every tensor's data starts on a <see cref="VectorAlignment"/>-byte boundary.</summary>
+    internal static bool VectorFriendly(params torch.Tensor[] tensors) =>
+        tensors.All(t => TorchInterop.DataPointer(t) % VectorAlignment == 0);
+
+    private ArrayView<T> Create<T>(torch.Tensor tensor, string argumentName, long length) where T : unmanaged
+    {
         if (!tensor.is_contiguous())
             throw new ArgumentException($"'{argumentName}' must be contiguous.", argumentName);
         bool onCuda = tensor.device.type == DeviceType.CUDA;
         if (onCuda != device.IsCuda || (onCuda && Math.Max(tensor.device.index, 0) != device.TorchDeviceIndex))
             throw new ArgumentException($"'{argumentName}' is on {tensor.device}, but the kernels run on {device}.", argumentName);
-        long length = tensor.numel();
+        int size = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
         var buffer = new TensorBuffer(device.Accelerator, TorchInterop.DataPointer(tensor), Math.Max(length, 1), size);
         buffers.Add(buffer);
         tensors.Add(tensor);

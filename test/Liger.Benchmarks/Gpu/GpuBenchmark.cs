@@ -1,0 +1,215 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using Liger.Kernels.Ops;
+using Liger.Kernels.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Liger.Benchmarks.Gpu;
+
+/// <summary>One benchmark row: an op at one shape, eager TorchSharp against Liger, measured in the same run.</summary>
+internal sealed record GpuCase(string Name, string Shape, long MinimumBytes, Func<GpuCaseState> Create);
+
+/// <summary>The tensors of a case and its two steps (forward + backward each).</summary>
+internal sealed class GpuCaseState(Action eager, Action liger, Action? reset = null, Func<double>? maxDifference = null)
+{
+    internal Action Eager { get; } = eager;
+    internal Action Liger { get; } = liger;
+    internal Action Reset { get; } = reset ?? (() => { });
+    internal Func<double>? MaxDifference { get; } = maxDifference;
+}
+
+internal sealed record GpuResult(string Name, string Shape, double EagerMs, double LigerMs, double? EagerMiB,
+    double? LigerMiB, double Ratio, double BandwidthFraction, double? MaxDifference);
+
+/// <summary>
+/// Times forward + backward of each op on the GPU: warm-up, then the median of N device-synchronised
+/// runs (host clock between two cuda synchronisations), and the peak allocated memory of one step
+/// beyond the inputs. Eager and Liger alternate within the same process, so ratios come from one run.
+/// </summary>
+internal static class GpuBenchmark
+{
+    internal static int Run(string[] args)
+    {
+        string outDir = Option(args, "--out") ?? ".";
+        string? only = Option(args, "--only");
+        int iters = int.Parse(Option(args, "--iters") ?? "30");
+        if (!cuda.is_available())
+        {
+            Console.Error.WriteLine("gpu mode needs CUDA (torch.cuda.is_available() is false)");
+            return 2;
+        }
+        var stats = CudaMemoryStats.TryLoad();
+        var device = LigerRuntime.Cuda(0);
+        Console.WriteLine($"device: {device.Accelerator.Name}; kernels: {device}; memory stats: {(stats is null ? "n/a" : "caching allocator")}");
+
+        double copyBandwidth = MeasureCopyBandwidth(iters);
+        Console.WriteLine($"device-to-device copy: {copyBandwidth / 1e12:F2} TB/s (bytes read + written)");
+
+        var results = new List<GpuResult>();
+        foreach (var benchCase in Cases())
+        {
+            if (only is not null && !benchCase.Name.Contains(only, StringComparison.OrdinalIgnoreCase))
+                continue;
+            results.Add(Measure(benchCase, iters, stats, copyBandwidth));
+            var r = results[^1];
+            Console.WriteLine($"{r.Name,-14} {r.Shape,-28} eager {r.EagerMs,8:F3} ms  liger {r.LigerMs,8:F3} ms  {r.Ratio,5:F2}x  " +
+                              $"{r.BandwidthFraction * 100,5:F1}% bw  mem {Fmt(r.EagerMiB)} / {Fmt(r.LigerMiB)} MiB  maxdiff {r.MaxDifference:E2}");
+        }
+
+        var table = new StringBuilder();
+        table.AppendLine($"| op | shape | eager ms | Liger ms | eager/Liger | % of copy bw | eager MiB | Liger MiB |");
+        table.AppendLine("|---|---|---|---|---|---|---|---|");
+        foreach (var r in results)
+            table.AppendLine($"| {r.Name} | {r.Shape} | {r.EagerMs:F3} | {r.LigerMs:F3} | {r.Ratio:F2}x | {r.BandwidthFraction * 100:F0}% | {Fmt(r.EagerMiB)} | {Fmt(r.LigerMiB)} |");
+        Directory.CreateDirectory(outDir);
+        File.WriteAllText(Path.Combine(outDir, "gpu-benchmarks.md"),
+            $"device: {device.Accelerator.Name}, copy bandwidth {copyBandwidth / 1e12:F2} TB/s, median of {iters}\n\n{table}");
+        File.WriteAllText(Path.Combine(outDir, "gpu-benchmarks.json"), JsonSerializer.Serialize(results, new JsonSerializerOptions { WriteIndented = true }));
+        Console.WriteLine();
+        Console.Write(table);
+        return 0;
+    }
+
+    private static IEnumerable<GpuCase> Cases()
+    {
+        const long BT = 16384, H = 4096, I = 14336;
+        yield return new GpuCase("RMSNorm", $"BT={BT} H={H} bf16", BT * H * 2 * 5, () => RmsNormCase(BT, H));
+        yield return new GpuCase("SwiGLU", $"BT={BT} I={I} bf16", BT * I * 2 * 8, () => SwiGluCase(BT, I));
+        // Breakdown rows: where RMSNorm's time goes (autograd wrapper vs host functions vs kernels).
+        yield return new GpuCase("RMSNorm-ops", $"BT={BT} H={H} bf16", BT * H * 2 * 5, () => RmsNormOpsCase(BT, H, backward: true));
+        yield return new GpuCase("RMSNorm-fwd", $"BT={BT} H={H} bf16", BT * H * 2 * 2, () => RmsNormOpsCase(BT, H, backward: false));
+    }
+
+    private static GpuCaseState RmsNormCase(long rows, long hidden)
+    {
+        var x = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
+        var w = (1 + 0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16).requires_grad_();
+        var dy = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
+        Tensor EagerForward()
+        {
+            // Hugging Face's LlamaRMSNorm, op for op
+            var xf = x.to(ScalarType.Float32);
+            var variance = xf.pow(2).mean([-1L], keepdim: true);
+            return w * (xf * rsqrt(variance + 1e-6)).to(ScalarType.BFloat16);
+        }
+        return new GpuCaseState(
+            eager: () => { using var s = NewDisposeScope(); autograd.grad([EagerForward()], [x, w], [dy]); },
+            liger: () => { using var s = NewDisposeScope(); autograd.grad([LigerRMSNormFunction.Apply(x, w)], [x, w], [dy]); },
+            maxDifference: () =>
+            {
+                using var s = NewDisposeScope();
+                var e = autograd.grad([EagerForward()], [x, w], [dy]);
+                var l = autograd.grad([LigerRMSNormFunction.Apply(x, w)], [x, w], [dy]);
+                return (e[0].to(ScalarType.Float32) - l[0].to(ScalarType.Float32)).abs().max().item<float>();
+            });
+    }
+
+    /// <summary>The host functions without the autograd node; "eager" here is the same forward in torch ops.</summary>
+    private static GpuCaseState RmsNormOpsCase(long rows, long hidden, bool backward)
+    {
+        var x = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
+        var w = (1 + 0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16);
+        var dy = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
+        return new GpuCaseState(
+            eager: () =>
+            {
+                using var s = NewDisposeScope();
+                var xf = x.to(ScalarType.Float32);
+                var y = w * (xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + 1e-6)).to(ScalarType.BFloat16);
+            },
+            liger: () =>
+            {
+                using var s = NewDisposeScope();
+                var (y, rstd) = RmsNormOp.Forward(x, w, 1e-6, 0, RmsNormCastingMode.Llama);
+                if (backward)
+                    RmsNormOp.Backward(dy, x, w, rstd, 0, RmsNormCastingMode.Llama, inPlace: false);
+            });
+    }
+
+    private static GpuCaseState SwiGluCase(long rows, long intermediate)
+    {
+        var a0 = randn(rows, intermediate, dtype: ScalarType.BFloat16, device: CUDA);
+        var b0 = randn(rows, intermediate, dtype: ScalarType.BFloat16, device: CUDA);
+        var a = a0.clone().requires_grad_();
+        var b = b0.clone().requires_grad_();
+        var dc = randn(rows, intermediate, dtype: ScalarType.BFloat16, device: CUDA);
+        // Liger's module runs the backward in place (da into a, db into b), as the reference does; the
+        // inputs are restored from copies between runs, outside the timed region.
+        return new GpuCaseState(
+            eager: () => { using var s = NewDisposeScope(); autograd.grad([nn.functional.silu(a) * b], [a, b], [dc]); },
+            liger: () => { using var s = NewDisposeScope(); autograd.grad([LigerSiLUMulFunction.Apply(a, b, inPlaceBackward: true)], [a, b], [dc]); },
+            reset: () => { using (no_grad()) { a.copy_(a0); b.copy_(b0); } },
+            maxDifference: () =>
+            {
+                using var s = NewDisposeScope();
+                var e = autograd.grad([nn.functional.silu(a) * b], [a, b], [dc]);
+                var l = autograd.grad([LigerSiLUMulFunction.Apply(a, b)], [a, b], [dc]);
+                return (e[0].to(ScalarType.Float32) - l[0].to(ScalarType.Float32)).abs().max().item<float>();
+            });
+    }
+
+    private static GpuResult Measure(GpuCase benchCase, int iters, CudaMemoryStats? stats, double copyBandwidth)
+    {
+        using var scope = NewDisposeScope();
+        var state = benchCase.Create();
+        double? difference = state.MaxDifference?.Invoke();
+        state.Reset();
+        double eager = Median(state.Eager, state.Reset, iters);
+        double liger = Median(state.Liger, state.Reset, iters);
+        double? eagerMiB = Peak(state.Eager, state.Reset, stats);
+        double? ligerMiB = Peak(state.Liger, state.Reset, stats);
+        return new GpuResult(benchCase.Name, benchCase.Shape, eager, liger, eagerMiB, ligerMiB, eager / liger,
+            benchCase.MinimumBytes / (liger / 1e3) / copyBandwidth, difference);
+    }
+
+    private static double Median(Action step, Action reset, int iters)
+    {
+        for (int i = 0; i < 5; i++) { reset(); step(); }
+        var times = new List<double>(iters);
+        var clock = new Stopwatch();
+        for (int i = 0; i < iters; i++)
+        {
+            reset();
+            cuda.synchronize();
+            clock.Restart();
+            step();
+            cuda.synchronize();
+            times.Add(clock.Elapsed.TotalMilliseconds);
+        }
+        times.Sort();
+        return times[times.Count / 2];
+    }
+
+    private static double? Peak(Action step, Action reset, CudaMemoryStats? stats)
+    {
+        if (stats is null)
+            return null;
+        reset();
+        cuda.synchronize();
+        stats.ResetPeak();
+        long baseline = stats.Allocated();
+        step();
+        cuda.synchronize();
+        return (stats.Peak() - baseline) / (1024.0 * 1024.0);
+    }
+
+    private static double MeasureCopyBandwidth(int iters)
+    {
+        using var scope = NewDisposeScope();
+        long n = 1L << 28; // 512 MiB of bf16 each way
+        var src = randn(n, dtype: ScalarType.BFloat16, device: CUDA);
+        var dst = empty_like(src);
+        double ms = Median(() => dst.copy_(src), () => { }, iters);
+        return 2.0 * n * 2 / (ms / 1e3);
+    }
+
+    private static string Fmt(double? mib) => mib is null ? "n/a" : $"{mib:F0}";
+
+    private static string? Option(string[] args, string name)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}

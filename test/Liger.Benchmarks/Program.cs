@@ -1,0 +1,22 @@
+// Liger benchmark app.
+//   dotnet run -c Release --project test/Liger.Benchmarks -- cpu [BenchmarkDotNet args]   CPU: Liger's TorchSharp path vs eager
+//   Liger.Benchmarks.dll gpu [--out DIR] [--only NAME] [--iters N]                       CUDA: kernels vs eager TorchSharp, one run
+using BenchmarkDotNet.Running;
+using Liger.Benchmarks.Gpu;
+
+string mode = args.Length > 0 ? args[0] : "help";
+switch (mode)
+{
+    case "cpu":
+        BenchmarkSwitcher.FromAssembly(typeof(Program).Assembly).Run(args[1..]);
+        return 0;
+    case "ptx":
+        return PtxDump.Run(args[1..]);
+    case "gpu":
+        return GpuBenchmark.Run(args[1..]);
+    default:
+        Console.WriteLine("usage: Liger.Benchmarks cpu [BenchmarkDotNet args] | gpu [--out DIR] [--only NAME] [--iters N]");
+        return mode == "help" ? 0 : 2;
+}
+
+public partial class Program;
