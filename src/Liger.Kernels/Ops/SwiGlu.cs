@@ -73,7 +73,11 @@ public static class SwiGluOp
         if (device is null)
         {
             LigerRuntime.Report("silu_mul_forward", ExecutionPath.TorchCpu);
-            return nn.functional.silu(a) * b;
+            if (!SwiGluCpu.Applies(a, b))
+                return nn.functional.silu(a) * b;
+            var fused = empty_like(a);
+            SwiGluCpu.Forward(a, b, fused);
+            return fused;
         }
         var c = Outputs.EmptyLike(a);
         if (a.numel() > 0)
@@ -181,15 +185,30 @@ public static class SwiGluOp
             views.Of<T>(b, nameof(b)), views.Of<T>(da, nameof(da)), views.Of<T>(db, nameof(db)), a.numel());
     }
 
-    // ---- TorchSharp path: recomputes silu from a, rounding where the eager graph rounds. ----
+    // ---- CPU path: fused loops for float32 (SwiGluCpu), else torch ops rounding where the eager graph rounds. ----
 
+    /// <summary>
+    /// db = dc * silu(a); da = silu'(a) * (dc * b). silu is recomputed (only a and b were saved) and da
+    /// comes from torch's own fused silu backward, reached by differentiating the recomputed silu: four
+    /// tensor passes against eager's three (eager kept silu(a) alive instead).
+    /// </summary>
     internal static (Tensor Da, Tensor Db) BackwardTorch(Tensor dc, Tensor a, Tensor b, bool inPlace)
     {
+        if (SwiGluCpu.Applies(dc, a, b))
+        {
+            var (fusedDa, fusedDb) = inPlace ? (a, b) : (empty_like(a), empty_like(b));
+            SwiGluCpu.Backward(dc, a, b, fusedDa, fusedDb);
+            return (fusedDa, fusedDb);
+        }
         using var scope = NewDisposeScope();
-        var af = a.to(ScalarType.Float32);
-        var sig = sigmoid(af);
-        var db = dc * nn.functional.silu(a);
-        var da = ((dc * b).to(ScalarType.Float32) * sig * (1 + af * (1 - sig))).to(a.dtype);
+        Tensor silu, da;
+        using (enable_grad())
+        {
+            var leaf = a.detach().requires_grad_(true);
+            silu = nn.functional.silu(leaf);
+            da = autograd.grad([silu], [leaf], [dc * b])[0];
+        }
+        var db = dc * silu.detach();
         if (inPlace)
         {
             da = a.copy_(da);

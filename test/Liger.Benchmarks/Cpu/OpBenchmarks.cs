@@ -7,11 +7,20 @@ using static TorchSharp.torch;
 namespace Liger.Benchmarks.Cpu;
 
 /// <summary>
+/// A fixed intra-op thread count (4, or fewer cores): on a shared many-core VM, libtorch's default of
+/// one thread per core made run-to-run spread larger than the differences being measured.
+/// </summary>
+internal static class CpuThreads
+{
+    internal static void Pin() => set_num_threads(Math.Min(4, Environment.ProcessorCount));
+}
+
+/// <summary>
 /// Forward + backward on the CPU: Liger's TorchSharp path against the eager composite it replaces.
 /// The claim under test: no Liger op is slower than eager on the CPU.
 /// </summary>
 [MemoryDiagnoser(false)]
-[WarmupCount(3), IterationCount(15)]
+[WarmupCount(5), IterationCount(40)]
 public class RmsNormCpuBenchmarks
 {
     private Tensor x = null!, weight = null!, dy = null!;
@@ -23,6 +32,7 @@ public class RmsNormCpuBenchmarks
     public void Setup()
     {
         LigerRuntime.CpuExecution = CpuExecution.Torch;
+        CpuThreads.Pin();
         manual_seed(0);
         x = randn(Rows, Hidden).requires_grad_();
         weight = randn(Hidden).requires_grad_();
@@ -48,7 +58,7 @@ public class RmsNormCpuBenchmarks
 
 /// <summary>silu(a) * b forward + backward on the CPU: Liger's TorchSharp path against eager.</summary>
 [MemoryDiagnoser(false)]
-[WarmupCount(3), IterationCount(15)]
+[WarmupCount(5), IterationCount(40)]
 public class SwiGluCpuBenchmarks
 {
     private Tensor a = null!, b = null!, dc = null!;
@@ -60,6 +70,7 @@ public class SwiGluCpuBenchmarks
     public void Setup()
     {
         LigerRuntime.CpuExecution = CpuExecution.Torch;
+        CpuThreads.Pin();
         manual_seed(0);
         a = randn(Rows, Intermediate).requires_grad_();
         b = randn(Rows, Intermediate).requires_grad_();

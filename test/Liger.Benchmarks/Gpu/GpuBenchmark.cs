@@ -77,7 +77,9 @@ internal static class GpuBenchmark
         const long BT = 16384, H = 4096, I = 14336;
         yield return new GpuCase("RMSNorm", $"BT={BT} H={H} bf16", BT * H * 2 * 5, () => RmsNormCase(BT, H));
         yield return new GpuCase("SwiGLU", $"BT={BT} I={I} bf16", BT * I * 2 * 8, () => SwiGluCase(BT, I));
-        // Breakdown rows: where RMSNorm's time goes (autograd wrapper vs host functions vs kernels).
+        // Breakdown rows: where RMSNorm's time goes (autograd wrapper vs host functions vs kernels), and
+        // a 64-row step whose GPU work is negligible, so its time is the host cost of one call.
+        yield return new GpuCase("RMSNorm-host", $"BT=64 H={H} bf16", 64 * H * 2 * 5, () => RmsNormCase(64, H));
         yield return new GpuCase("RMSNorm-ops", $"BT={BT} H={H} bf16", BT * H * 2 * 5, () => RmsNormOpsCase(BT, H, backward: true));
         yield return new GpuCase("RMSNorm-fwd", $"BT={BT} H={H} bf16", BT * H * 2 * 2, () => RmsNormOpsCase(BT, H, backward: false));
     }
@@ -166,7 +168,10 @@ internal static class GpuBenchmark
 
     private static double Median(Action step, Action reset, int iters)
     {
-        for (int i = 0; i < 5; i++) { reset(); step(); }
+        // Warm up for at least a second: .NET compiles hot methods twice (tiered JIT), and a few calls
+        // leave the host side of a step running unoptimised code, which is not what training sees.
+        var warm = Stopwatch.StartNew();
+        for (int i = 0; i < 10 || warm.Elapsed.TotalSeconds < 1.0; i++) { reset(); step(); }
         var times = new List<double>(iters);
         var clock = new Stopwatch();
         for (int i = 0; i < iters; i++)
