@@ -40,8 +40,4 @@ internal static class CudaContextSharing
         accelerator.Bind();
         return accelerator;
     }
-
-    /// <summary>True when the calling thread's current CUDA context is the accelerator's (the primary one).</summary>
-    internal static bool IsCurrent(Accelerator accelerator) =>
-        CudaDriver.CtxGetCurrent(out IntPtr current) == 0 && current == accelerator.NativePtr;
 }

@@ -7,11 +7,9 @@ internal static partial class CudaDriver
 {
     private const string Lib = "libcuda.so.1";
 
-    [LibraryImport(Lib, EntryPoint = "cuInit")] internal static partial int Init(uint flags);
     [LibraryImport(Lib, EntryPoint = "cuDeviceGet")] internal static partial int DeviceGet(out int device, int ordinal);
     [LibraryImport(Lib, EntryPoint = "cuDevicePrimaryCtxRetain")] internal static partial int PrimaryCtxRetain(out IntPtr context, int device);
     [LibraryImport(Lib, EntryPoint = "cuCtxSetCurrent")] internal static partial int CtxSetCurrent(IntPtr context);
-    [LibraryImport(Lib, EntryPoint = "cuCtxGetCurrent")] internal static partial int CtxGetCurrent(out IntPtr context);
     [LibraryImport(Lib, EntryPoint = "cuCtxDestroy_v2")] internal static partial int CtxDestroy(IntPtr context);
 
     internal static void Check(int status, string call)
