@@ -13,22 +13,19 @@ namespace Liger.Kernels.Tests;
 [TestClass]
 public sealed class AutogradOutputCacheTests
 {
-    [TestMethod]
-    public void TorchSharpInternals_AreWhereTheReleaseExpectsThem() =>
-        Assert.IsTrue(AutogradOutputCache.Supported, "AutogradContext._node was not found: TorchSharp changed its internals");
+    // Where the release happens (Supported, one copy released per apply, on every path) is covered by
+    // RuntimeTests.AutogradOutputCopies_AreReleasedAfterEachApply; these cover what the release must not break.
 
     [TestMethod]
     [DataRow("rms_norm")]
     [DataRow("silu_mul")]
-    public void Apply_WithGradients_ReleasesTheCachedOutputCopy_AndGradientsStillFlow(string op)
+    public void AfterTheRelease_GradientsStillReachTheInput(string op)
     {
         using var scope = NewDisposeScope();
         using var path = PathScope.Enter(TestPaths.Torch);
         var x = randn(4, 16).requires_grad_();
         var w = randn(16).requires_grad_();
         var y = op == "rms_norm" ? LigerRMSNormFunction.Apply(x, w) : LigerSiLUMulFunction.Apply(x, w.expand(4, 16).contiguous());
-        Assert.AreEqual(1, AutogradOutputCache.LastReleasedCount, "one output copy should have been released");
-
         y.sum().backward();
         Assert.IsNotNull(x.grad);
         Assert.IsTrue(x.grad.isfinite().all().item<bool>());
