@@ -21,7 +21,7 @@ public sealed record SwiGluReference(Tensor C, Tensor Da, Tensor Db);
 /// Independent eager references in float64 on the CPU: the inputs are upcast to float64 and the result
 /// and gradients come from plain TorchSharp ops and autograd, sharing no code with the ops under test.
 /// </summary>
-public static class References
+public static partial class References
 {
     /// <summary>y = x · rsqrt(mean(x², -1) + eps) · (offset + w), backpropagated from <paramref name="dy"/>.</summary>
     public static RmsNormReference RmsNorm(Tensor x, Tensor weight, Tensor dy, double eps, double offset)
