@@ -26,6 +26,8 @@ internal static class PtxDump
             (typeof(RmsNormKernels), nameof(RmsNormKernels.BackwardVectorized), bf16),
             (typeof(SwiGluKernels), nameof(SwiGluKernels.ForwardVectorized), bf16),
             (typeof(SwiGluKernels), nameof(SwiGluKernels.BackwardVectorized), bf16),
+            (typeof(RopeKernels), nameof(RopeKernels.RotateVectorized), bf16),
+            (typeof(RopeKernels), nameof(RopeKernels.Rotate), bf16[..2]),
         };
         foreach (var (owner, name, arguments) in kernels)
         {

@@ -1,0 +1,66 @@
+using BenchmarkDotNet.Attributes;
+using Liger.Kernels.Ops;
+using Liger.Kernels.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Liger.Benchmarks.Cpu;
+
+/// <summary>
+/// RoPE forward + backward on the CPU (float32, GQA, q and k as transposed projection views): Liger's CPU
+/// path against Hugging Face's eager apply_rotary_pos_emb.
+/// </summary>
+[MemoryDiagnoser(false)]
+[WarmupCount(5), IterationCount(40)]
+public class RopeCpuBenchmarks
+{
+    private const int Batch = 1;
+    private Tensor qLeaf = null!, kLeaf = null!, cos = null!, sin = null!, dq = null!, dk = null!;
+
+    [Params(1024)] public int Seq;
+    [Params(32)] public int QHeads;
+    [Params(8)] public int KvHeads;
+    [Params(128)] public int HeadDim;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        LigerRuntime.CpuExecution = CpuExecution.Torch;
+        CpuThreads.Pin();
+        manual_seed(0);
+        qLeaf = randn(Batch, Seq, QHeads * HeadDim).requires_grad_();
+        kLeaf = randn(Batch, Seq, KvHeads * HeadDim).requires_grad_();
+        (cos, sin) = RotaryEmbedding.CosSin(arange(Seq, dtype: ScalarType.Int64), HeadDim, 500000.0);
+        // (B, T, H, D) in memory, as attention's backward leaves them
+        dq = randn(Batch, Seq, QHeads, HeadDim).transpose(1, 2);
+        dk = randn(Batch, Seq, KvHeads, HeadDim).transpose(1, 2);
+    }
+
+    private Tensor Q => qLeaf.view(Batch, Seq, QHeads, HeadDim).transpose(1, 2);
+    private Tensor K => kLeaf.view(Batch, Seq, KvHeads, HeadDim).transpose(1, 2);
+
+    [Benchmark(Baseline = true)]
+    public void Eager()
+    {
+        using var scope = NewDisposeScope();
+        var (c, s) = (cos.unsqueeze(1), sin.unsqueeze(1));
+        var (q, k) = (Q, K);
+        var qe = q * c + RotateHalf(q) * s;
+        var ke = k * c + RotateHalf(k) * s;
+        autograd.grad([qe, ke], [qLeaf, kLeaf], [dq, dk]);
+    }
+
+    [Benchmark]
+    public void Liger()
+    {
+        using var scope = NewDisposeScope();
+        var (qe, ke) = LigerRotaryPosEmb.Apply(Q, K, cos, sin);
+        autograd.grad([qe, ke], [qLeaf, kLeaf], [dq, dk]);
+    }
+
+    private static Tensor RotateHalf(Tensor x)
+    {
+        long half = x.shape[^1] / 2;
+        return cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
+    }
+}
