@@ -24,8 +24,10 @@ internal static class PtxDump
         {
             (typeof(RmsNormKernels), nameof(RmsNormKernels.ForwardVectorized), bf16),
             (typeof(RmsNormKernels), nameof(RmsNormKernels.BackwardVectorized), bf16),
-            (typeof(SwiGluKernels), nameof(SwiGluKernels.ForwardVectorized), bf16),
-            (typeof(SwiGluKernels), nameof(SwiGluKernels.BackwardVectorized), bf16),
+            (typeof(GatedKernels), nameof(GatedKernels.ForwardVectorized), [.. bf16, typeof(SiLU)]),
+            (typeof(GatedKernels), nameof(GatedKernels.BackwardVectorized), [.. bf16, typeof(SiLU)]),
+            (typeof(GatedKernels), nameof(GatedKernels.ForwardVectorized), [.. bf16, typeof(GeluTanh)]),
+            (typeof(GatedKernels), nameof(GatedKernels.BackwardVectorized), [.. bf16, typeof(GeluTanh)]),
             (typeof(RopeKernels), nameof(RopeKernels.RotateVectorized), bf16),
             (typeof(RopeKernels), nameof(RopeKernels.Rotate), bf16[..2]),
         };
@@ -33,10 +35,12 @@ internal static class PtxDump
         {
             var method = owner.GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!.MakeGenericMethod(arguments);
             var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), KernelSpecialization.Empty);
-            string path = Path.Combine(outDir, $"{owner.Name}.{name}.bf16.ptx");
+            // Type arguments past the codecs (a gated kernel's activation) tell the instantiations apart.
+            string kernelName = string.Concat([owner.Name, ".", name, .. arguments.Skip(bf16.Length).Select(t => "." + t.Name)]);
+            string path = Path.Combine(outDir, $"{kernelName}.bf16.ptx");
             File.WriteAllText(path, compiled.PTXAssembly);
             string ptx = compiled.PTXAssembly;
-            Console.WriteLine($"{owner.Name}.{name}: {ptx.Split('\n').Length} lines, ld.global.v4: {Count(ptx, "ld.global.v4")}, " +
+            Console.WriteLine($"{kernelName}: {ptx.Split('\n').Length} lines, ld.global.v4: {Count(ptx, "ld.global.v4")}, " +
                 $"st.global.v4: {Count(ptx, "st.global.v4")}, scalar ld.global: {Count(ptx, "ld.global.") - Count(ptx, "ld.global.v")}, " +
                 $"bar.sync: {Count(ptx, "bar.sync")}, local: {Count(ptx, ".local")} -> {path}");
         }

@@ -1,0 +1,43 @@
+using Liger.Kernels.Ops;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Liger.Kernels.Modules;
+
+/// <summary>
+/// The GeGLU MLP of Gemma-family models, down_proj(gelu_tanh(gate_proj(x)) * up_proj(x)) (Hugging Face's
+/// "gelu_pytorch_tanh" activation), with the gate computed by the Liger kernel. Submodule names match
+/// Hugging Face, so checkpoints load by name.
+/// </summary>
+public sealed class LigerGEGLUMLP : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // names are the Hugging Face state-dict names
+    /// <summary>hidden → intermediate, the gate branch.</summary>
+    public Linear gate_proj;
+    /// <summary>hidden → intermediate, the value branch.</summary>
+    public Linear up_proj;
+    /// <summary>intermediate → hidden.</summary>
+    public Linear down_proj;
+#pragma warning restore IDE1006
+
+    /// <summary>Creates the MLP.</summary>
+    public LigerGEGLUMLP(long hiddenSize, long intermediateSize, bool bias = false,
+        ScalarType dtype = ScalarType.Float32, Device? device = null)
+        : base(nameof(LigerGEGLUMLP))
+    {
+        gate_proj = nn.Linear(hiddenSize, intermediateSize, hasBias: bias, device: device, dtype: dtype);
+        up_proj = nn.Linear(hiddenSize, intermediateSize, hasBias: bias, device: device, dtype: dtype);
+        down_proj = nn.Linear(intermediateSize, hiddenSize, hasBias: bias, device: device, dtype: dtype);
+        RegisterComponents();
+    }
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        // gate and up are private intermediates: the backward may overwrite them with their gradients.
+        var gated = LigerGELUMulFunction.Apply(gate_proj.forward(x), up_proj.forward(x), inPlaceBackward: true);
+        return down_proj.forward(gated).MoveToOuterDisposeScope();
+    }
+}
