@@ -153,35 +153,45 @@ public static class CrossEntropyOp
     internal static void Validate(Tensor logits, Tensor target, CrossEntropyOptions options)
     {
         TensorChecks.NotNull(logits, nameof(logits));
-        TensorChecks.NotNull(target, nameof(target));
         TensorChecks.AtLeastOneDim(logits, nameof(logits));
         TensorChecks.FloatingPoint(logits, nameof(logits));
         TensorChecks.Contiguous(logits, nameof(logits));
-        if (target.dtype != ScalarType.Int64)
-            throw new ArgumentException($"'{nameof(target)}' must be int64 class indices; got {target.dtype}.", nameof(target));
-        TensorChecks.SameDevice(target, nameof(target), logits, nameof(logits));
-        if (!target.shape.SequenceEqual(logits.shape[..^1]))
-            throw new ArgumentException($"'{nameof(target)}' must have the logits' shape without the class dimension " +
-                $"[{string.Join(", ", logits.shape[..^1])}]; got [{string.Join(", ", target.shape)}].", nameof(target));
         if (logits.shape[^1] < 1 || logits.shape[^1] > MaxClasses)
             throw new ArgumentException($"'{nameof(logits)}' must have between 1 and {MaxClasses} classes; got {logits.shape[^1]}.", nameof(logits));
+        ValidateTargetsAndOptions(target, logits.shape[..^1], logits.shape[^1], logits, nameof(logits), options);
+    }
+
+    /// <summary>
+    /// Checks shared with FusedLinearCrossEntropy: int64 targets of <paramref name="tokenShape"/> on the
+    /// device of <paramref name="anchor"/>, options in range, and target values (see <see cref="CrossEntropyOptions.ValidateTargets"/>).
+    /// </summary>
+    internal static void ValidateTargetsAndOptions(Tensor target, long[] tokenShape, long vocab, Tensor anchor, string anchorName,
+        CrossEntropyOptions options)
+    {
+        TensorChecks.NotNull(target, nameof(target));
+        if (target.dtype != ScalarType.Int64)
+            throw new ArgumentException($"'{nameof(target)}' must be int64 class indices; got {target.dtype}.", nameof(target));
+        TensorChecks.SameDevice(target, nameof(target), anchor, anchorName);
+        if (!target.shape.SequenceEqual(tokenShape))
+            throw new ArgumentException($"'{nameof(target)}' must have one class index per token, shape " +
+                $"[{string.Join(", ", tokenShape)}]; got [{string.Join(", ", target.shape)}].", nameof(target));
         if (target.numel() > int.MaxValue)
             throw new ArgumentException($"'{nameof(target)}' has {target.numel()} tokens; at most {int.MaxValue} per call.", nameof(target));
         if (options.Weight is { } weight)
         {
             TensorChecks.NotNull(weight, "options.Weight");
             TensorChecks.FloatingPoint(weight, "options.Weight");
-            TensorChecks.SameDevice(weight, "options.Weight", logits, nameof(logits));
-            TensorChecks.Shape(weight, "options.Weight", logits.shape[^1]);
+            TensorChecks.SameDevice(weight, "options.Weight", anchor, anchorName);
+            TensorChecks.Shape(weight, "options.Weight", vocab);
         }
         if (!(options.LabelSmoothing >= 0 && options.LabelSmoothing <= 1))
             throw new ArgumentOutOfRangeException("options.LabelSmoothing", options.LabelSmoothing, "LabelSmoothing must be in [0, 1].");
         TensorChecks.Finite(options.LseSquareScale, "options.LseSquareScale", min: 0);
         if (options.Softcap is { } cap && !(double.IsFinite(cap) && cap > 0))
             throw new ArgumentOutOfRangeException("options.Softcap", cap, "Softcap must be finite and positive (or null for none).");
-        var device = LigerRuntime.KernelDeviceFor(logits, nameof(logits));
+        var device = LigerRuntime.KernelDeviceFor(anchor, anchorName);
         if (device is null || !device.IsCuda || options.ValidateTargets)
-            ValidateTargetRange(target, options.IgnoreIndex, logits.shape[^1]);
+            ValidateTargetRange(target, options.IgnoreIndex, vocab);
     }
 
     /// <summary>Throws naming the first target outside [0, V) that is not the ignore index (reads targets on the host).</summary>
@@ -221,22 +231,32 @@ public static class CrossEntropyOp
         bool argmax = options.ReturnTokenAccuracy || options.ReturnPredictedTokens;
         var totals = Totals(targets, weight, options.IgnoreIndex, vocab);
         var perRow = RowLosses(rows, grad, targets, weight, totals, options, Flags(options, gradients, argmax));
-        var loss = Reduce(perRow.Loss, options.Reduction, target.shape);
+        return (Finish(perRow, targets, totals, options, target.shape, extras), grad);
+    }
+
+    /// <summary>
+    /// The loss from per-token results (R), reduced as the options say, and the extras they ask for:
+    /// z-loss, predicted tokens, accuracy (over counted tokens, from the device-side totals).
+    /// </summary>
+    internal static Tensor Finish(RowResults perRow, Tensor targets, Tensor totals, CrossEntropyOptions options,
+        long[] tokenShape, CrossEntropyExtras extras)
+    {
+        var loss = Reduce(perRow.Loss, options.Reduction, tokenShape);
         if (options.ReturnZLoss)
-            extras.ZLoss = Reduce(perRow.ZLoss, options.Reduction, target.shape);
+            extras.ZLoss = Reduce(perRow.ZLoss, options.Reduction, tokenShape);
         if (perRow.Predicted is { } predicted)
         {
             if (options.ReturnPredictedTokens)
-                extras.PredictedTokens = predicted.view(target.shape);
+                extras.PredictedTokens = predicted.view(tokenShape);
             if (options.ReturnTokenAccuracy)
             {
                 var correct = predicted.eq(targets).to(ScalarType.Float32);
                 extras.TokenAccuracy = options.Reduction == CrossEntropyReduction.None
-                    ? correct.view(target.shape)
+                    ? correct.view(tokenShape)
                     : correct.sum() / totals[CrossEntropyKernels.TotalCount].clamp_min(1f);
             }
         }
-        return (loss, grad);
+        return loss;
     }
 
     private static Tensor Reduce(Tensor perRow, CrossEntropyReduction reduction, long[] shape) =>
@@ -322,20 +342,38 @@ public static class CrossEntropyOp
     /// </summary>
     /// <param name="grad">The gradient buffer (R, V) the forward wrote.</param>
     /// <param name="gradOutput">The incoming gradient: a scalar, or one per row.</param>
-    /// <param name="applied">The factor <paramref name="grad"/> already carries (float32, like <paramref name="gradOutput"/>);
-    /// updated to <paramref name="gradOutput"/>. Device tensors: ordered on the stream, no host synchronisation.</param>
+    /// <param name="applied">The factor <paramref name="grad"/> already carries (see <see cref="NextFactor"/>).</param>
     /// <param name="perRow">Whether the factor is per row (reduction None).</param>
     internal static void ScaleGradient(Tensor grad, Tensor gradOutput, Tensor applied, bool perRow)
     {
-        long vocab = grad.shape[^1];
-        using var rows = grad.view(-1, vocab);
+        using var factor = NextFactor(gradOutput, applied);
+        ScaleRows(grad, factor, perRow);
+    }
+
+    /// <summary>
+    /// The factor that turns a gradient scaled by <paramref name="applied"/> into one scaled by
+    /// <paramref name="gradOutput"/>, and <paramref name="applied"/> updated to it: so a second backward
+    /// (retain_graph) over a gradient computed in the forward gives the right result instead of scaling
+    /// twice. Float32, computed where the tensors live (no host synchronisation).
+    /// </summary>
+    internal static Tensor NextFactor(Tensor gradOutput, Tensor applied)
+    {
         using var incoming = gradOutput.to(ScalarType.Float32).reshape(-1);
         // A repeated backward with the same incoming gradient is a no-op, zeros included (0 / 0 would be NaN).
         // A row once scaled by 0 stays 0: a later, different incoming gradient cannot restore it.
         using var ratio = incoming / applied;
         using var same = incoming.eq(applied);
-        using var factor = ratio.masked_fill_(same, 1f);
+        var factor = ratio.masked_fill(same, 1f);
         applied.copy_(incoming);
+        return factor;
+    }
+
+    /// <summary>rows (R, C) ·= factor in place: one float32 factor, or one per row when <paramref name="perRow"/>.</summary>
+    internal static void ScaleRows(Tensor grad, Tensor factor, bool perRow)
+    {
+        long vocab = grad.shape[^1];
+        using var rows = grad.view(-1, vocab);
+
         var device = LigerRuntime.KernelDeviceFor(grad, nameof(grad));
         if (device is null)
         {
@@ -353,18 +391,18 @@ public static class CrossEntropyOp
                 int chunks = (int)(vocab / 8);
                 var config = new KernelConfig(groups, device.GroupSizeFor(chunks, 512));
                 if (rows.dtype == ScalarType.Float32)
-                    ScaleKernel<Float8, Float32x8Codec>(device)(config, views.OfVectors<Float8>(rows, nameof(grad)), views.Of<float>(factor, nameof(gradOutput)), count, chunks, perRow ? 1 : 0);
+                    ScaleKernel<Float8, Float32x8Codec>(device)(config, views.OfVectors<Float8>(rows, nameof(grad)), views.Of<float>(factor, nameof(factor)), count, chunks, perRow ? 1 : 0);
                 else
-                    ScaleKernel<BFloat16x8, BFloat16x8Codec>(device)(config, views.OfVectors<BFloat16x8>(rows, nameof(grad)), views.Of<float>(factor, nameof(gradOutput)), count, chunks, perRow ? 1 : 0);
+                    ScaleKernel<BFloat16x8, BFloat16x8Codec>(device)(config, views.OfVectors<BFloat16x8>(rows, nameof(grad)), views.Of<float>(factor, nameof(factor)), count, chunks, perRow ? 1 : 0);
             }
             else
             {
                 var config = new KernelConfig(groups, device.GroupSizeFor(vocab, 512));
                 switch (rows.dtype)
                 {
-                    case ScalarType.Float32: ScaleScalarKernel<float, Float32Codec>(device)(config, views.Of<float>(rows, nameof(grad)), views.Of<float>(factor, nameof(gradOutput)), count, (int)vocab, perRow ? 1 : 0); break;
-                    case ScalarType.BFloat16: ScaleScalarKernel<ushort, BFloat16Codec>(device)(config, views.Of<ushort>(rows, nameof(grad)), views.Of<float>(factor, nameof(gradOutput)), count, (int)vocab, perRow ? 1 : 0); break;
-                    default: ScaleScalarKernel<ushort, Float16Codec>(device)(config, views.Of<ushort>(rows, nameof(grad)), views.Of<float>(factor, nameof(gradOutput)), count, (int)vocab, perRow ? 1 : 0); break;
+                    case ScalarType.Float32: ScaleScalarKernel<float, Float32Codec>(device)(config, views.Of<float>(rows, nameof(grad)), views.Of<float>(factor, nameof(factor)), count, (int)vocab, perRow ? 1 : 0); break;
+                    case ScalarType.BFloat16: ScaleScalarKernel<ushort, BFloat16Codec>(device)(config, views.Of<ushort>(rows, nameof(grad)), views.Of<float>(factor, nameof(factor)), count, (int)vocab, perRow ? 1 : 0); break;
+                    default: ScaleScalarKernel<ushort, Float16Codec>(device)(config, views.Of<ushort>(rows, nameof(grad)), views.Of<float>(factor, nameof(factor)), count, (int)vocab, perRow ? 1 : 0); break;
                 }
             }
         }

@@ -26,6 +26,8 @@ internal static class PtxDump
             (typeof(RmsNormKernels), nameof(RmsNormKernels.BackwardVectorized), bf16),
             (typeof(SwiGluKernels), nameof(SwiGluKernels.ForwardVectorized), bf16),
             (typeof(SwiGluKernels), nameof(SwiGluKernels.BackwardVectorized), bf16),
+            (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.RowsVectorized), bf16),
+            (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.ScaleRows), bf16[2..]),
         };
         foreach (var (owner, name, arguments) in kernels)
         {
