@@ -1,7 +1,8 @@
-// Quickstart: Liger's RMSNorm and SwiGLU MLP, forward and backward, on whatever device is present.
+// Quickstart: Liger's RMSNorm, SwiGLU MLP and fused linear cross-entropy, forward and backward, on whatever device is present.
 //   dotnet run --project samples/Quickstart            (CPU: TorchSharp path)
 //   dotnet run --project samples/Quickstart -- --emulate   (CPU: the ILGPU kernels on ILGPU's GPU emulator)
 using Liger.Kernels.Modules;
+using Liger.Kernels.Ops;
 using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -38,4 +39,23 @@ using (no_grad())
     var normed = xf * rsqrt(xf.square().mean([-1L], keepdim: true) + 1e-6) * norm.weight;
     var eager = xf + mlp.down_proj.forward(nn.functional.silu(mlp.gate_proj.forward(normed)) * mlp.up_proj.forward(normed));
     Console.WriteLine($"max |liger - eager| forward = {(output - eager).abs().max().item<float>():E2}");
+}
+
+// lm_head and the loss fused: the logits of all tokens are never held at once (here a vocabulary of
+// 1000 in chunks of 8 tokens), and the gradients of the hidden states and of lm_head's weight come out.
+const int vocab = 1000;
+var lmHead = nn.Linear(hidden, vocab, hasBias: false, device: device);
+var labels = randint(0, vocab, [batch, seq], device: device);
+var flce = new LigerFusedLinearCrossEntropyLoss(new FusedLinearCrossEntropyOptions { ChunkBytes = 8 * vocab * 4 });
+var states = randn(batch, seq, hidden, device: device, requires_grad: true);
+Console.WriteLine("fused linear cross-entropy forward and backward:");
+var ce = flce.forward(lmHead.weight!, states, labels);
+ce.backward();
+Console.WriteLine($"  loss = {ce.item<float>():F6} (ln {vocab} = {Math.Log(vocab):F6} for a random head)");
+Console.WriteLine($"  |dL/dhidden|      = {states.grad!.norm().item<float>():F6}");
+Console.WriteLine($"  |dL/dlm_head|     = {lmHead.weight!.grad!.norm().item<float>():F6}");
+using (no_grad())
+{
+    var eager = nn.functional.cross_entropy(lmHead.forward(states).view(-1, vocab), labels.view(-1));
+    Console.WriteLine($"max |liger - eager| loss = {(ce - eager).abs().item<float>():E2}");
 }

@@ -82,6 +82,63 @@ internal static class GroupReduce
         return Warp.Shuffle(WarpSum(total), 0);
     }
 
+    /// <summary>The maximum of <paramref name="value"/> over the group, to every thread (see <see cref="Sum"/>).</summary>
+    internal static float Max(float value, int parity)
+    {
+        value = WarpMax(value);
+        var warpTotals = SharedMemory.Allocate<float>(64);
+        int slot = (parity & 1) * 32;
+        if (Warp.IsFirstLane)
+            warpTotals[slot + Warp.WarpIdx] = value;
+        Group.Barrier();
+        float total = Warp.LaneIdx < Group.DimX / Warp.WarpSize ? warpTotals[slot + Warp.LaneIdx] : float.NegativeInfinity;
+        return Warp.Shuffle(WarpMax(total), 0);
+    }
+
+    /// <summary>
+    /// The index of the group's largest <paramref name="value"/>, the smallest such index on ties (as
+    /// torch.argmax); every thread passes its own best value and the index where it found it.
+    /// </summary>
+    internal static int ArgMax(float value, int index, int parity)
+    {
+        (value, index) = WarpArgMax(value, index);
+        var values = SharedMemory.Allocate<float>(64);
+        var indices = SharedMemory.Allocate<int>(64);
+        int slot = (parity & 1) * 32;
+        if (Warp.IsFirstLane)
+        {
+            values[slot + Warp.WarpIdx] = value;
+            indices[slot + Warp.WarpIdx] = index;
+        }
+        Group.Barrier();
+        bool present = Warp.LaneIdx < Group.DimX / Warp.WarpSize;
+        (_, int best) = WarpArgMax(present ? values[slot + Warp.LaneIdx] : float.NegativeInfinity,
+            present ? indices[slot + Warp.LaneIdx] : int.MaxValue);
+        return Warp.Shuffle(best, 0);
+    }
+
+    private static float WarpMax(float value)
+    {
+        for (int delta = Warp.WarpSize / 2; delta > 0; delta >>= 1)
+            value = Math.Max(value, Warp.ShuffleDown(value, delta));
+        return value;
+    }
+
+    private static (float Value, int Index) WarpArgMax(float value, int index)
+    {
+        for (int delta = Warp.WarpSize / 2; delta > 0; delta >>= 1)
+        {
+            float otherValue = Warp.ShuffleDown(value, delta);
+            int otherIndex = Warp.ShuffleDown(index, delta);
+            if (otherValue > value || (otherValue == value && otherIndex < index))
+            {
+                value = otherValue;
+                index = otherIndex;
+            }
+        }
+        return (value, index);
+    }
+
     private static float WarpSum(float value)
     {
         for (int delta = Warp.WarpSize / 2; delta > 0; delta >>= 1)

@@ -30,6 +30,8 @@ internal static class PtxDump
             (typeof(GatedKernels), nameof(GatedKernels.BackwardVectorized), [.. bf16, typeof(GeluTanh)]),
             (typeof(RopeKernels), nameof(RopeKernels.RotateVectorized), bf16),
             (typeof(RopeKernels), nameof(RopeKernels.Rotate), bf16[..2]),
+            (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.RowsVectorized), bf16),
+            (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.ScaleRows), bf16[2..]),
         };
         foreach (var (owner, name, arguments) in kernels)
         {
