@@ -225,7 +225,8 @@ public sealed class FusedLinearCrossEntropyTests
         RmsNormTests.ExpectArgument<ArgumentException>("hidden", () => Run(x.to(ScalarType.Int32), w, y), "int hidden states");
         RmsNormTests.ExpectArgument<ArgumentException>("bias", () => Run(x, w, y, randn(9, device: p.Device)), "9 biases for 10 classes");
         RmsNormTests.ExpectArgument<ArgumentException>("target", () => Run(x, w, randint(0, 10, [5], device: p.Device)), "5 targets for 4 tokens");
-        RmsNormTests.ExpectArgument<ArgumentException>("target", () => Run(x, w, tensor(new long[] { 0, 10, 1, 2 }, device: p.Device)), "a target = V");
+        RmsNormTests.ExpectArgument<ArgumentException>("target", () => Run(x, w, tensor(new long[] { 0, 10, 1, 2 }, device: p.Device),
+            o: new FusedLinearCrossEntropyOptions { CrossEntropy = new CrossEntropyOptions { ValidateTargets = true } }), "a target = V");
         RmsNormTests.ExpectArgument<ArgumentOutOfRangeException>("options.ChunkBytes", () => Run(x, w, y, o: new FusedLinearCrossEntropyOptions { ChunkBytes = 0 }), "chunk of 0 bytes");
         RmsNormTests.ExpectArgument<ArgumentOutOfRangeException>("options.LabelSmoothing",
             () => Run(x, w, y, o: new FusedLinearCrossEntropyOptions { CrossEntropy = new CrossEntropyOptions { LabelSmoothing = -0.1 } }), "negative smoothing");

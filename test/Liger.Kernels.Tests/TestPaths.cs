@@ -43,9 +43,16 @@ public static class TestPaths
     /// <summary>Whether torch sees a CUDA device (decides whether "cuda" rows exist).</summary>
     public static bool CudaAvailable { get; } = cuda.is_available();
 
-    /// <summary>Every path present on this machine.</summary>
-    public static IReadOnlyList<string> Names { get; } =
-        CudaAvailable ? [Torch, Emulator, Cuda] : [Torch, Emulator];
+    /// <summary>
+    /// Every path present on this machine, or those of them named in LIGER_TEST_PATHS (comma-separated):
+    /// on the GPU host "cuda" alone leaves out what CI already runs on the CPU.
+    /// </summary>
+    public static IReadOnlyList<string> Names { get; } = Selected(CudaAvailable ? [Torch, Emulator, Cuda] : [Torch, Emulator]);
+
+    private static string[] Selected(string[] present) =>
+        Environment.GetEnvironmentVariable("LIGER_TEST_PATHS") is { Length: > 0 } wanted
+            ? present.Where(p => wanted.Split(',', StringSplitOptions.TrimEntries).Contains(p)).ToArray()
+            : present;
 
     /// <summary>The paths that launch ILGPU kernels (emulator, and cuda where present).</summary>
     public static IReadOnlyList<string> KernelNames { get; } = Names.Where(p => p != Torch).ToArray();

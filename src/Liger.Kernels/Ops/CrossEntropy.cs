@@ -120,13 +120,16 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
         // the buffer is rescaled in place on purpose, which autograd's saved-tensor check would reject
         // at a second backward (retain_graph) or when the caller reuses the logits tensor in place.
         using var applied = ones(perRow ? target.numel() : 1, dtype: ScalarType.Float32, device: logits.device);
-        ctx.save_for_backward([SharedStorage(grad!), SharedStorage(applied)]);
+        ctx.save_for_backward([BackwardLifetime.SavedInForward(SharedStorage(grad!)), BackwardLifetime.SavedInForward(SharedStorage(applied))]);
         ctx.save_data("shape", logits.shape);
         ctx.save_data("perRow", perRow);
         return [loss];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
+        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+
+    private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         if (grads[0] is null || grads[0].IsInvalid)
             return [null!, null!, null!, null!];
@@ -141,7 +144,7 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
 
     /// <summary>A tensor over <paramref name="source"/>'s memory (same sizes and strides) that does not share its autograd version counter.</summary>
     private static Tensor SharedStorage(Tensor source) =>
-        empty(0, dtype: source.dtype, device: source.device).set_(source);
+        empty(0, dtype: source.dtype, device: source.device).set_(source);   // set_ returns the same tensor
 }
 
 /// <summary>Host side of cross-entropy: checks, totals, kernel launches, the CPU path.</summary>

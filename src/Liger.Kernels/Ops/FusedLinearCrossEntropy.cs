@@ -76,22 +76,29 @@ internal sealed class FusedLinearCrossEntropyAutograd : autograd.MultiTensorFunc
         if (options.CrossEntropy.Reduction == CrossEntropyReduction.None)
         {
             var loss = FusedLinearCrossEntropyOp.Run(hidden, weight, target, bias, options, extras, wanted: default, rowScale: null).Loss;
-            ctx.save_for_backward(bias is null ? [hidden.detach(), weight.detach(), target] : [hidden.detach(), weight.detach(), target, bias.detach()]);
+            var inputs = bias is null ? new[] { hidden, weight, target } : [hidden, weight, target, bias];
+            ctx.save_for_backward(inputs.Select(t => BackwardLifetime.SavedInForward(t.detach())).ToList());
             return [loss];
         }
         var run = FusedLinearCrossEntropyOp.Run(hidden, weight, target, bias, options, extras, wanted, rowScale: null);
         // The gradients are rescaled in place in the backward: saved as aliases with their own version
         // counters (see CrossEntropyAutograd), next to the factor they carry so far.
         using var applied = ones(1, dtype: ScalarType.Float32, device: hidden.device);
-        var saved = new List<Tensor> { SavedAlias(applied) };
+        var saved = new List<Tensor> { BackwardLifetime.SavedInForward(SavedAlias(applied)) };
         foreach (var g in new[] { run.GradHidden, run.GradWeight, run.GradBias })
             if (g is not null)
-                saved.Add(SavedAlias(g));
+            {
+                saved.Add(BackwardLifetime.SavedInForward(SavedAlias(g)));
+                g.Dispose();   // the alias holds the storage now
+            }
         ctx.save_for_backward(saved);
         return [run.Loss];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
+        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+
+    private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         if (grads[0] is null || grads[0].IsInvalid)
             return [null!, null!, null!, null!, null!, null!];
@@ -128,5 +135,5 @@ internal sealed class FusedLinearCrossEntropyAutograd : autograd.MultiTensorFunc
 
     /// <summary>A tensor over <paramref name="source"/>'s memory that does not share its autograd version counter.</summary>
     private static Tensor SavedAlias(Tensor source) =>
-        empty(0, dtype: source.dtype, device: source.device).set_(source);
+        empty(0, dtype: source.dtype, device: source.device).set_(source);   // set_ returns the same tensor
 }

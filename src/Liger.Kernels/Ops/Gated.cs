@@ -221,7 +221,10 @@ internal abstract class GatedAutograd<TSelf, TCpu, TActivation> : autograd.Multi
         return [GatedOp<TCpu, TActivation>.Forward(a, b)];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
+        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+
+    private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         var saved = ctx.get_saved_variables();
         if (grads[0] is null || grads[0].IsInvalid)

@@ -63,7 +63,10 @@ internal sealed class RmsNormAutograd : autograd.MultiTensorFunction<RmsNormAuto
         return [y.view(x.shape)];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
+        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+
+    private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         var saved = ctx.get_saved_variables();
         var (x, weight, rstd) = (saved[0], saved[1], saved[2]);

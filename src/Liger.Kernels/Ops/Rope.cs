@@ -66,7 +66,10 @@ internal sealed class RopeAutograd : autograd.MultiTensorFunction<RopeAutograd>
         return [qEmbed, kEmbed];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
+        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+
+    private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
         var saved = ctx.get_saved_variables();
         Tensor? dq = Defined(grads[0]), dk = Defined(grads[1]);

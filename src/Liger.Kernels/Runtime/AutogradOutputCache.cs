@@ -29,6 +29,7 @@ internal static class AutogradOutputCache
     /// <summary>Call at the start of a Liger function's forward.</summary>
     internal static void Track(torch.autograd.AutogradContext context)
     {
+        BackwardLifetime.ForwardStarting();
         context.set_materialize_grads(false);
         pending = context;
     }
