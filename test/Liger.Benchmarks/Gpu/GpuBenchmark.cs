@@ -73,7 +73,7 @@ internal static partial class GpuBenchmark
     }
 
     /// <summary>Every row, op by op (one file of cases per op under Cases/).</summary>
-    private static IEnumerable<GpuCase> Cases() => [.. RmsNormCases(), .. SwiGluCases()];
+    private static IEnumerable<GpuCase> Cases() => [.. RmsNormCases(), .. SwiGluCases(), .. LayerNormCases(), .. FusedAddRmsNormCases()];
 
     private static GpuResult Measure(GpuCase benchCase, int iters, CudaMemoryStats? stats, double copyBandwidth)
     {

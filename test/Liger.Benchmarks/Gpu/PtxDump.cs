@@ -26,6 +26,10 @@ internal static class PtxDump
             (typeof(RmsNormKernels), nameof(RmsNormKernels.BackwardVectorized), bf16),
             (typeof(SwiGluKernels), nameof(SwiGluKernels.ForwardVectorized), bf16),
             (typeof(SwiGluKernels), nameof(SwiGluKernels.BackwardVectorized), bf16),
+            (typeof(LayerNormKernels), nameof(LayerNormKernels.ForwardVectorized), bf16),
+            (typeof(LayerNormKernels), nameof(LayerNormKernels.BackwardVectorized), bf16),
+            (typeof(FusedAddRmsNormKernels), nameof(FusedAddRmsNormKernels.ForwardVectorized), bf16),
+            (typeof(FusedAddRmsNormKernels), nameof(FusedAddRmsNormKernels.BackwardVectorized), bf16),
         };
         foreach (var (owner, name, arguments) in kernels)
         {
