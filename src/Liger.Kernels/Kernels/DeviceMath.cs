@@ -82,7 +82,7 @@ internal static class GroupReduce
         return Warp.Shuffle(WarpSum(total), 0);
     }
 
-    /// <summary>The maximum of <paramref name="value"/> over the group, to every thread (see <see cref="Sum"/>).</summary>
+    /// <summary>The maximum of <paramref name="value"/> over the group, to every thread (see <see cref="Sum(float, int)"/>).</summary>
     internal static float Max(float value, int parity)
     {
         value = WarpMax(value);
@@ -137,6 +137,31 @@ internal static class GroupReduce
             }
         }
         return (value, index);
+    }
+
+    /// <summary>
+    /// Two sums over the group for the price of one barrier, with the guarantees of
+    /// <see cref="Sum(float, int)"/> (deterministic, identical in every thread). Its shared slots are its
+    /// own, so calls of the two overloads may follow each other; consecutive calls of this one must
+    /// alternate <paramref name="parity"/>.
+    /// </summary>
+    internal static void Sum(float a, float b, int parity, out float sumA, out float sumB)
+    {
+        a = WarpSum(a);
+        b = WarpSum(b);
+        var warpTotals = SharedMemory.Allocate<float>(128);
+        int slot = (parity & 1) * 64;
+        if (Warp.IsFirstLane)
+        {
+            warpTotals[slot + Warp.WarpIdx] = a;
+            warpTotals[slot + 32 + Warp.WarpIdx] = b;
+        }
+        Group.Barrier();
+        bool live = Warp.LaneIdx < Group.DimX / Warp.WarpSize;
+        float totalA = live ? warpTotals[slot + Warp.LaneIdx] : 0f;
+        float totalB = live ? warpTotals[slot + 32 + Warp.LaneIdx] : 0f;
+        sumA = Warp.Shuffle(WarpSum(totalA), 0);
+        sumB = Warp.Shuffle(WarpSum(totalB), 0);
     }
 
     private static float WarpSum(float value)

@@ -20,12 +20,12 @@ internal static class RmsNormKernels
 
     /// <summary>offset + w, rounded to the stored type except in Gemma mode (fp32 weight math).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float WeightPlusOffset<TCodec, T>(TCodec c, float w, float offset, int mode)
+    internal static float WeightPlusOffset<TCodec, T>(TCodec c, float w, float offset, int mode)
         where T : unmanaged where TCodec : struct, IElementCodec<T> =>
         mode == Gemma ? offset + w : c.Round(offset + w);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Float8 WeightPlusOffset8<TCodec, T>(TCodec c, Float8 w, float offset, int mode)
+    internal static Float8 WeightPlusOffset8<TCodec, T>(TCodec c, Float8 w, float offset, int mode)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
     {
         Float8 o;
@@ -37,21 +37,75 @@ internal static class RmsNormKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Out<TCodec, T>(TCodec c, float x, float wPlus, float r, float rScaled, int mode)
+    internal static float Out<TCodec, T>(TCodec c, float x, float wPlus, float r, float rScaled, int mode)
         where T : unmanaged where TCodec : struct, IElementCodec<T> =>
         mode == Gemma ? x * r * wPlus : c.Round(x * rScaled) * wPlus;
 
     /// <summary>m = dy * (offset + w) in the mode's precision.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float M<TCodec, T>(TCodec c, float dy, float wPlus, int mode)
+    internal static float M<TCodec, T>(TCodec c, float dy, float wPlus, int mode)
         where T : unmanaged where TCodec : struct, IElementCodec<T> =>
         mode == Gemma ? dy * wPlus : c.Round(dy * wPlus);
 
     /// <summary>This row's contribution to dW: dy * xhat, xhat rounded as in the forward.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dw<TCodec, T>(TCodec c, float dy, float x, float r, float rScaled, int mode)
+    internal static float Dw<TCodec, T>(TCodec c, float dy, float x, float r, float rScaled, int mode)
         where T : unmanaged where TCodec : struct, IElementCodec<T> =>
         mode == Gemma ? dy * (x * r) : c.Round(dy * c.Round(x * rScaled));
+
+    // ---- the math of one 8-element chunk (the vectorised kernels here and in FusedAddRmsNormKernels) ----
+
+    /// <summary>y for a chunk of a row with rstd <paramref name="r"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Float8 Out8<TCodec, T>(TCodec c, Float8 v, Float8 wPlus, float r, int mode)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+    {
+        float rs = mode == None ? c.Round(r) : r;
+        Float8 o;
+        o.V0 = Out<TCodec, T>(c, v.V0, wPlus.V0, r, rs, mode); o.V1 = Out<TCodec, T>(c, v.V1, wPlus.V1, r, rs, mode);
+        o.V2 = Out<TCodec, T>(c, v.V2, wPlus.V2, r, rs, mode); o.V3 = Out<TCodec, T>(c, v.V3, wPlus.V3, r, rs, mode);
+        o.V4 = Out<TCodec, T>(c, v.V4, wPlus.V4, r, rs, mode); o.V5 = Out<TCodec, T>(c, v.V5, wPlus.V5, r, rs, mode);
+        o.V6 = Out<TCodec, T>(c, v.V6, wPlus.V6, r, rs, mode); o.V7 = Out<TCodec, T>(c, v.V7, wPlus.V7, r, rs, mode);
+        return o;
+    }
+
+    /// <summary>m = dy * (offset + w) for a chunk; the row's reduction is Σ m·x.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Float8 M8<TCodec, T>(TCodec c, Float8 g, Float8 wPlus, int mode)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+    {
+        Float8 m;
+        m.V0 = M<TCodec, T>(c, g.V0, wPlus.V0, mode); m.V1 = M<TCodec, T>(c, g.V1, wPlus.V1, mode);
+        m.V2 = M<TCodec, T>(c, g.V2, wPlus.V2, mode); m.V3 = M<TCodec, T>(c, g.V3, wPlus.V3, mode);
+        m.V4 = M<TCodec, T>(c, g.V4, wPlus.V4, mode); m.V5 = M<TCodec, T>(c, g.V5, wPlus.V5, mode);
+        m.V6 = M<TCodec, T>(c, g.V6, wPlus.V6, mode); m.V7 = M<TCodec, T>(c, g.V7, wPlus.V7, mode);
+        return m;
+    }
+
+    /// <summary>dx = rstd * (m - rstd² * (Σ m·x) / H * x) for a chunk, in fp32 (not yet rounded).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Float8 Dx8(Float8 m, Float8 v, float r, float dot, float invCols)
+    {
+        float k = r * r * dot * invCols;
+        Float8 d;
+        d.V0 = r * (m.V0 - k * v.V0); d.V1 = r * (m.V1 - k * v.V1);
+        d.V2 = r * (m.V2 - k * v.V2); d.V3 = r * (m.V3 - k * v.V3);
+        d.V4 = r * (m.V4 - k * v.V4); d.V5 = r * (m.V5 - k * v.V5);
+        d.V6 = r * (m.V6 - k * v.V6); d.V7 = r * (m.V7 - k * v.V7);
+        return d;
+    }
+
+    /// <summary>Adds a chunk's contribution to dW (dy * xhat, xhat rounded as in the forward) to <paramref name="acc"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void AccumulateDw8<TCodec, T>(TCodec c, ref Float8 acc, Float8 g, Float8 v, float r, int mode)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+    {
+        float rs = mode == None ? c.Round(r) : r;
+        acc.V0 += Dw<TCodec, T>(c, g.V0, v.V0, r, rs, mode); acc.V1 += Dw<TCodec, T>(c, g.V1, v.V1, r, rs, mode);
+        acc.V2 += Dw<TCodec, T>(c, g.V2, v.V2, r, rs, mode); acc.V3 += Dw<TCodec, T>(c, g.V3, v.V3, r, rs, mode);
+        acc.V4 += Dw<TCodec, T>(c, g.V4, v.V4, r, rs, mode); acc.V5 += Dw<TCodec, T>(c, g.V5, v.V5, r, rs, mode);
+        acc.V6 += Dw<TCodec, T>(c, g.V6, v.V6, r, rs, mode); acc.V7 += Dw<TCodec, T>(c, g.V7, v.V7, r, rs, mode);
+    }
 
     // ---- vectorised: one 8-element chunk per thread ----
 
@@ -93,19 +147,8 @@ internal static class RmsNormKernels
             float r = DeviceMath.Rsqrt(GroupReduce.Sum(v.SumSquares(), row) * invCols + eps);
             if (Group.IsFirstThread)
                 rstd[row] = r;
-            if (!owner)
-                continue;
-            float rs = mode == None ? c.Round(r) : r;
-            Float8 o;
-            o.V0 = Out<TCodec, T>(c, v.V0, w.V0, r, rs, mode);
-            o.V1 = Out<TCodec, T>(c, v.V1, w.V1, r, rs, mode);
-            o.V2 = Out<TCodec, T>(c, v.V2, w.V2, r, rs, mode);
-            o.V3 = Out<TCodec, T>(c, v.V3, w.V3, r, rs, mode);
-            o.V4 = Out<TCodec, T>(c, v.V4, w.V4, r, rs, mode);
-            o.V5 = Out<TCodec, T>(c, v.V5, w.V5, r, rs, mode);
-            o.V6 = Out<TCodec, T>(c, v.V6, w.V6, r, rs, mode);
-            o.V7 = Out<TCodec, T>(c, v.V7, w.V7, r, rs, mode);
-            ys[(long)row * chunks + j] = vc.Store(o);
+            if (owner)
+                ys[(long)row * chunks + j] = vc.Store(Out8<TCodec, T>(c, v, w, r, mode));
         }
     }
 
@@ -149,35 +192,12 @@ internal static class RmsNormKernels
                 nextV = xs[(long)(row + 1) * chunks + j];
             }
             float r = rstd[row];
-            Float8 m;
-            m.V0 = M<TCodec, T>(c, g.V0, w.V0, mode);
-            m.V1 = M<TCodec, T>(c, g.V1, w.V1, mode);
-            m.V2 = M<TCodec, T>(c, g.V2, w.V2, mode);
-            m.V3 = M<TCodec, T>(c, g.V3, w.V3, mode);
-            m.V4 = M<TCodec, T>(c, g.V4, w.V4, mode);
-            m.V5 = M<TCodec, T>(c, g.V5, w.V5, mode);
-            m.V6 = M<TCodec, T>(c, g.V6, w.V6, mode);
-            m.V7 = M<TCodec, T>(c, g.V7, w.V7, mode);
+            Float8 m = M8<TCodec, T>(c, g, w, mode);
             float dot = GroupReduce.Sum(m.Dot(v), row);
             if (!owner)
                 continue;
-
-            float k = r * r * dot * invCols;
-            float rs = mode == None ? c.Round(r) : r;
-            Float8 d;
-            d.V0 = r * (m.V0 - k * v.V0); d.V1 = r * (m.V1 - k * v.V1);
-            d.V2 = r * (m.V2 - k * v.V2); d.V3 = r * (m.V3 - k * v.V3);
-            d.V4 = r * (m.V4 - k * v.V4); d.V5 = r * (m.V5 - k * v.V5);
-            d.V6 = r * (m.V6 - k * v.V6); d.V7 = r * (m.V7 - k * v.V7);
-            dxs[(long)row * chunks + j] = vc.Store(d);
-            acc.V0 += Dw<TCodec, T>(c, g.V0, v.V0, r, rs, mode);
-            acc.V1 += Dw<TCodec, T>(c, g.V1, v.V1, r, rs, mode);
-            acc.V2 += Dw<TCodec, T>(c, g.V2, v.V2, r, rs, mode);
-            acc.V3 += Dw<TCodec, T>(c, g.V3, v.V3, r, rs, mode);
-            acc.V4 += Dw<TCodec, T>(c, g.V4, v.V4, r, rs, mode);
-            acc.V5 += Dw<TCodec, T>(c, g.V5, v.V5, r, rs, mode);
-            acc.V6 += Dw<TCodec, T>(c, g.V6, v.V6, r, rs, mode);
-            acc.V7 += Dw<TCodec, T>(c, g.V7, v.V7, r, rs, mode);
+            dxs[(long)row * chunks + j] = vc.Store(Dx8(m, v, r, dot, invCols));
+            AccumulateDw8<TCodec, T>(c, ref acc, g, v, r, mode);
         }
         if (owner)
             weightGradPartials[(long)Grid.IdxX * chunks + j] = acc;

@@ -12,6 +12,10 @@ public struct Float8
     public float V0, V1, V2, V3, V4, V5, V6, V7;
 #pragma warning restore CS1591
 
+    /// <summary>Sum of the lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public readonly float Sum() => V0 + V1 + V2 + V3 + V4 + V5 + V6 + V7;
+
     /// <summary>Sum of the lanes' squares.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public readonly float SumSquares() =>

@@ -112,7 +112,7 @@ public static class RmsNormOp
         var rstd = Outputs.Empty([x.shape[0]], ScalarType.Float32, x.device);
         if (x.shape[0] > 0)
         {
-            bool vectorized = Vectorizable(device, x.shape[1], x, weight);
+            bool vectorized = RowLaunch.Vectorizable(device, x.shape[1], x, weight);
             switch (x.dtype)
             {
                 case ScalarType.Float32 when vectorized: LaunchForwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, x, weight, y, rstd, eps, offset, mode); break;
@@ -138,10 +138,10 @@ public static class RmsNormOp
         }
         int rows = (int)x.shape[0], cols = (int)x.shape[1];
         var dx = inPlace ? dy : Outputs.EmptyLike(x);
-        bool vectorized = Vectorizable(device, cols, dy, x, weight, dx);
+        bool vectorized = RowLaunch.Vectorizable(device, cols, dy, x, weight, dx);
         // dW partials: in registers (vectorised) or shared memory (scalar, cols fp32 per group); a row
         // too long for shared memory leaves dW to torch ops.
-        bool accumulate = vectorized || (long)cols * sizeof(float) + 256 <= device.MaxSharedMemoryPerGroup;
+        bool accumulate = vectorized || RowLaunch.SharedAccumulatorsFit(device, cols, 1);
         // Without partials, dW comes from torch ops over dy, which must run before dx overwrites dy.
         Tensor? dwFromTorch = accumulate || rows == 0 ? null : WeightGradTorch(dy, x, rstd, mode);
         Tensor? partials = rows == 0 ? null : x.dtype switch
@@ -156,14 +156,6 @@ public static class RmsNormOp
         LigerRuntime.Report("rms_norm_backward", device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
         return (dx, dw);
     }
-
-    /// <summary>
-    /// The vectorised kernels need rows of whole 8-element chunks, one chunk per thread of a group, and
-    /// 16-byte aligned data; float16 has no vector codec yet and takes the scalar kernels.
-    /// </summary>
-    private static bool Vectorizable(KernelDevice device, long cols, params Tensor[] tensors) =>
-        tensors[0].dtype != ScalarType.Float16 && cols % 8 == 0 && cols / 8 <= device.MaxGroupSize
-        && TensorViews.VectorFriendly(tensors);
 
     private static void LaunchForwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor x, Tensor weight,
         Tensor y, Tensor rstd, double eps, double offset, RmsNormCastingMode mode)
@@ -276,7 +268,7 @@ public static class RmsNormOp
         return (dx.MoveToOuterDisposeScope(), dw.MoveToOuterDisposeScope());
     }
 
-    private static Tensor WeightGradTorch(Tensor dy, Tensor x, Tensor rstd, RmsNormCastingMode mode)
+    internal static Tensor WeightGradTorch(Tensor dy, Tensor x, Tensor rstd, RmsNormCastingMode mode)
     {
         using var scope = NewDisposeScope();
         var r = rstd.unsqueeze(-1);

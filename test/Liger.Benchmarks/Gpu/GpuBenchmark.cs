@@ -74,7 +74,10 @@ internal static partial class GpuBenchmark
 
     /// <summary>Every row, op by op (one file of cases per op under Cases/).</summary>
     private static IEnumerable<GpuCase> Cases() =>
-        [.. RmsNormCases(), .. SwiGluCases(), .. GeGluCases(), .. RopeCases(), .. CrossEntropyCases(), .. FusedLinearCrossEntropyCases()];
+    [
+        .. RmsNormCases(), .. FusedAddRmsNormCases(), .. LayerNormCases(), .. SwiGluCases(), .. GeGluCases(), .. RopeCases(),
+        .. CrossEntropyCases(), .. FusedLinearCrossEntropyCases(),
+    ];
 
     private static GpuResult Measure(GpuCase benchCase, int iters, CudaMemoryStats? stats, double copyBandwidth)
     {

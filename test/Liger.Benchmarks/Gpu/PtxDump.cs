@@ -32,6 +32,10 @@ internal static class PtxDump
             (typeof(RopeKernels), nameof(RopeKernels.Rotate), bf16[..2]),
             (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.RowsVectorized), bf16),
             (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.ScaleRows), bf16[2..]),
+            (typeof(LayerNormKernels), nameof(LayerNormKernels.ForwardVectorized), bf16),
+            (typeof(LayerNormKernels), nameof(LayerNormKernels.BackwardVectorized), bf16),
+            (typeof(FusedAddRmsNormKernels), nameof(FusedAddRmsNormKernels.ForwardVectorized), bf16),
+            (typeof(FusedAddRmsNormKernels), nameof(FusedAddRmsNormKernels.BackwardVectorized), bf16),
         };
         foreach (var (owner, name, arguments) in kernels)
         {
