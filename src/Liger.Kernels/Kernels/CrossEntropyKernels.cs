@@ -150,34 +150,13 @@ internal static class CrossEntropyKernels
                     bestIndex = k * 8 + FirstIndexOf8(v, chunkMax);
                 }
             }
-            float rowMax = GroupReduce.Max(m, phase++);
-            float sumExp = GroupReduce.Sum(m == float.NegativeInfinity ? 0f : d * IntrinsicMath.CPUOnly.Exp2((m - rowMax) * Log2E), phase++);
-            float lse = rowMax + IntrinsicMath.CPUOnly.Log2(sumExp) / Log2E;
-            if ((flags & HasSmoothing) != 0)
-                smooth = GroupReduce.Sum(smooth, phase++);
-            if ((flags & WantArgmax) != 0)
-                bestIndex = GroupReduce.ArgMax(best, bestIndex, phase++);
-
-            float invN = 0f, invW = 0f, wy = 1f;
-            if ((flags & ReductionMean) != 0)
-            {
-                float n = totals[TotalCount];
-                invN = n > 0f ? 1f / n : 0f;
-                float w = totals[TotalTargetWeight];
-                invW = (flags & HasWeight) != 0 ? (w != 0f ? 1f / w : 0f) : invN;
-            }
-            if ((flags & HasWeight) != 0)
-                wy = weightScalar[y];
-            float weightSum = (flags & HasWeight) != 0 ? totals[TotalWeight] : 0f;
-
-            if (Group.IsFirstThread)
-                StoreLoss(loss, zLoss, predicted, row, lse, xy, smooth, wy, weightSum, invN, invW, bestIndex, s, flags);
+            float wy = (flags & HasWeight) != 0 ? weightScalar[y] : 1f;
+            var terms = FinishRow(m, d, smooth, best, bestIndex, xy, wy, totals, loss, zLoss, predicted, row, s, flags, ref phase);
 
             if ((flags & HasGradients) == 0)
                 continue;
 
             // Pass 2: the gradient, g_i = (1 + 2 z lse)·softmax_i·(1 - ε) ... folded into e^(x_i - m)·P + B + W·w_i.
-            var terms = Terms(rowMax, sumExp, lse, wy, weightSum, invN, invW, s, flags);
             int targetChunk = (int)(y >> 3), targetLane = (int)(y & 7);
             for (int k = Group.IdxX; k < chunks; k += Group.DimX)
             {
@@ -240,32 +219,11 @@ internal static class CrossEntropyKernels
                 if ((flags & HasSmoothing) != 0)
                     smooth += (flags & HasWeight) != 0 ? v * weight[i] : v;
             }
-            float rowMax = GroupReduce.Max(m, phase++);
-            float sumExp = GroupReduce.Sum(m == float.NegativeInfinity ? 0f : d * IntrinsicMath.CPUOnly.Exp2((m - rowMax) * Log2E), phase++);
-            float lse = rowMax + IntrinsicMath.CPUOnly.Log2(sumExp) / Log2E;
-            if ((flags & HasSmoothing) != 0)
-                smooth = GroupReduce.Sum(smooth, phase++);
-            if ((flags & WantArgmax) != 0)
-                bestIndex = GroupReduce.ArgMax(m, bestIndex, phase++);
-
-            float invN = 0f, invW = 0f, wy = 1f;
-            if ((flags & ReductionMean) != 0)
-            {
-                float n = totals[TotalCount];
-                invN = n > 0f ? 1f / n : 0f;
-                float w = totals[TotalTargetWeight];
-                invW = (flags & HasWeight) != 0 ? (w != 0f ? 1f / w : 0f) : invN;
-            }
-            if ((flags & HasWeight) != 0)
-                wy = weight[y];
-            float weightSum = (flags & HasWeight) != 0 ? totals[TotalWeight] : 0f;
-
-            if (Group.IsFirstThread)
-                StoreLoss(loss, zLoss, predicted, row, lse, xy, smooth, wy, weightSum, invN, invW, bestIndex, s, flags);
+            float wy = (flags & HasWeight) != 0 ? weight[y] : 1f;
+            var terms = FinishRow(m, d, smooth, m, bestIndex, xy, wy, totals, loss, zLoss, predicted, row, s, flags, ref phase);
 
             if ((flags & HasGradients) == 0)
                 continue;
-            var terms = Terms(rowMax, sumExp, lse, wy, weightSum, invN, invW, s, flags);
             for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
             {
                 float w = (flags & HasWeight) != 0 ? weight[i] : 0f;
@@ -333,6 +291,38 @@ internal static class CrossEntropyKernels
         zLoss[row] = fill;
         if ((flags & WantArgmax) != 0)
             predicted[row] = -1;
+    }
+
+    /// <summary>
+    /// Between the two passes of both kernel shapes: reduces the threads' running max, Σ e^(x − max),
+    /// smoothing sum and argmax over the group (consecutive reductions alternate <paramref name="phase"/>),
+    /// reads the normalisers from the device-side totals, stores the row's loss, and returns what the
+    /// gradient pass needs.
+    /// </summary>
+    private static GradientTerms FinishRow(float m, float d, float smooth, float best, int bestIndex, float xy, float wy,
+        ArrayView<float> totals, ArrayView<float> loss, ArrayView<float> zLoss, ArrayView<long> predicted, int row,
+        CrossEntropySettings s, int flags, ref int phase)
+    {
+        float rowMax = GroupReduce.Max(m, phase++);
+        float sumExp = GroupReduce.Sum(m == float.NegativeInfinity ? 0f : d * IntrinsicMath.CPUOnly.Exp2((m - rowMax) * Log2E), phase++);
+        float lse = rowMax + IntrinsicMath.CPUOnly.Log2(sumExp) / Log2E;
+        if ((flags & HasSmoothing) != 0)
+            smooth = GroupReduce.Sum(smooth, phase++);
+        if ((flags & WantArgmax) != 0)
+            bestIndex = GroupReduce.ArgMax(best, bestIndex, phase++);
+
+        float invN = 0f, invW = 0f;
+        if ((flags & ReductionMean) != 0)
+        {
+            float n = totals[TotalCount];
+            invN = n > 0f ? 1f / n : 0f;
+            float w = totals[TotalTargetWeight];
+            invW = (flags & HasWeight) != 0 ? (w != 0f ? 1f / w : 0f) : invN;
+        }
+        float weightSum = (flags & HasWeight) != 0 ? totals[TotalWeight] : 0f;
+        if (Group.IsFirstThread)
+            StoreLoss(loss, zLoss, predicted, row, lse, xy, smooth, wy, weightSum, invN, invW, bestIndex, s, flags);
+        return Terms(rowMax, sumExp, lse, wy, weightSum, invN, invW, s, flags);
     }
 
     /// <summary>
