@@ -85,8 +85,6 @@ internal sealed class FusedAddRmsNormAutograd : autograd.MultiTensorFunction<Fus
 /// <summary>Host side of fused add + RMSNorm: argument checks, kernel launches, and the TorchSharp CPU path.</summary>
 public static class FusedAddRmsNormOp
 {
-    /// <summary>Widest row (in 8-element chunks) the vectorised backward takes; see Backward.</summary>
-    private const int MaxBackwardChunks = 512;
 
     internal static void Validate(Tensor x, Tensor residual, Tensor weight, double eps, double offset, RmsNormCastingMode mode)
     {
@@ -158,12 +156,10 @@ public static class FusedAddRmsNormOp
         if (dResidualOut is not null)
             TensorChecks.SameShape(dResidualOut, nameof(dResidualOut), h, nameof(h));
         var dh = Outputs.EmptyLike(h);
-        // The vectorised backward holds more registers per thread than a 1024-thread group may have on an
-        // H100 ("too many resources requested for launch" at H = 8192): rows past 512 chunks (4096
-        // elements) take the scalar kernel.
-        bool vectorized = cols / 8 <= MaxBackwardChunks && (dResidualOut is null
-            ? RowLaunch.Vectorizable(device, cols, dy, h, weight, dh)
-            : RowLaunch.Vectorizable(device, cols, dy, dResidualOut, h, weight, dh));
+        const int most = RowLaunch.MaxChunksOfHeavyKernels;
+        bool vectorized = dResidualOut is null
+            ? RowLaunch.VectorizableUpTo(device, most, cols, dy, h, weight, dh)
+            : RowLaunch.VectorizableUpTo(device, most, cols, dy, dResidualOut, h, weight, dh);
         // dW partials: in registers (vectorised) or shared memory (scalar); rows too long for shared
         // memory leave dW to torch ops.
         bool accumulate = vectorized || RowLaunch.SharedAccumulatorsFit(device, cols, 1);

@@ -63,8 +63,6 @@ internal sealed class LayerNormAutograd : autograd.MultiTensorFunction<LayerNorm
 /// <summary>Host side of LayerNorm: argument checks, kernel launches, and the CPU paths.</summary>
 public static class LayerNormOp
 {
-    /// <summary>Widest row (in 8-element chunks) the vectorised backward takes; see Backward.</summary>
-    private const int MaxBackwardChunks = 512;
 
     internal static void Validate(Tensor x, Tensor weight, Tensor? bias, double eps)
     {
@@ -137,9 +135,7 @@ public static class LayerNormOp
         int rows = (int)x.shape[0], cols = (int)x.shape[1];
         TensorChecks.SameShape(dy, nameof(dy), x, nameof(x));
         var dx = Outputs.EmptyLike(x);
-        // As fused add + RMSNorm's: the vectorised backward cannot launch 1024-thread groups on an H100
-        // (too many registers), so rows past 512 chunks (4096 elements) take the scalar kernel.
-        bool vectorized = cols / 8 <= MaxBackwardChunks && RowLaunch.Vectorizable(device, cols, dy, x, weight, dx);
+        bool vectorized = RowLaunch.VectorizableUpTo(device, RowLaunch.MaxChunksOfHeavyKernels, cols, dy, x, weight, dx);
         // Partials in registers (vectorised) or shared memory (scalar, one or two fp32 rows per group);
         // rows too long for shared memory leave dW and dB to torch ops.
         bool accumulate = vectorized || RowLaunch.SharedAccumulatorsFit(device, cols, hasBias ? 2 : 1);
