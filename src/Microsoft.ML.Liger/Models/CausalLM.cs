@@ -1,0 +1,212 @@
+using Liger.Kernels.Ops;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Liger.Models;
+
+/// <summary>
+/// A decoder-only causal language model of any supported family, Hugging Face's XForCausalLM: <c>model</c>
+/// (<c>embed_tokens</c>, <c>layers</c>, <c>norm</c>) and <c>lm_head</c> (absent when tied to the embeddings),
+/// with Liger's kernels where <see cref="LigerKernelOptions"/> asks for them. One skeleton builds every
+/// family from its <see cref="ModelFamily"/> description.
+/// </summary>
+public sealed partial class CausalLM : nn.Module
+{
+    private readonly DecoderModel decoder;
+    private readonly Linear? lmHead;
+    private readonly Dictionary<string, RotaryPositions> rotary = new();
+
+    /// <summary>Builds a model from a config, randomly initialised as Hugging Face initialises it (see <see cref="InitializeWeights"/>).</summary>
+    public CausalLM(CausalLMConfig config, CausalLMOptions? options = null) : base(nameof(CausalLM))
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        Options = options ?? new CausalLMOptions();
+        Options.Kernels.Validate();
+        Config = config;
+        Family = ModelFamilies.ForModelType(config.ModelType);
+        var dtype = Options.DType ?? ScalarType.Float32;
+        Device? device = Options.Device;
+        register_module("model", decoder = new DecoderModel(config, Family, Options.Kernels, Options.Attention, dtype, device));
+        if (!config.TieWordEmbeddings)
+            register_module("lm_head", lmHead = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype));
+        foreach (var type in decoder.Layers.Select(l => l.LayerType).Distinct())
+            rotary[type] = new RotaryPositions(config.RopeFor(type), config.HeadDim);
+        InitializeWeights(Options.Seed);
+    }
+
+    /// <summary>The configuration.</summary>
+    public CausalLMConfig Config { get; }
+    /// <summary>The family.</summary>
+    public ModelFamily Family { get; }
+    /// <summary>Build options (kernels, dtype, device, attention, checkpointing).</summary>
+    public CausalLMOptions Options { get; }
+    /// <summary>Gradient checkpointing per decoder layer while training (off by default).</summary>
+    public bool GradientCheckpointing { get; set; }
+
+    /// <summary>The lm_head weight (V, H): lm_head's own, or the embeddings' when tied.</summary>
+    public Parameter LmHeadWeight => lmHead?.weight ?? decoder.EmbedTokens.weight!;
+
+    /// <summary>The decoder layers.</summary>
+    public IReadOnlyList<DecoderLayer> Layers => decoder.Layers;
+
+    /// <summary>Which Liger kernels this model actually runs, in words (an op the family cannot use stays eager).</summary>
+    public string AppliedKernels
+    {
+        get
+        {
+            var k = Options.Kernels;
+            var applied = new List<string>();
+            if (decoder.Layers[0].SelfAttention.LigerRope) applied.Add("rope");
+            if (k.RmsNorm) applied.Add("rms_norm");
+            var first = decoder.Layers[0];
+            var mlp = first.Mlp ?? (first.Moe is not null ? null : null);
+            bool gated = first.Mlp?.Liger ?? (first.Moe is not null && (GatedMlp.ActivationFor(Config.HiddenAct) == GateActivation.Silu ? k.SwiGlu : k.GeGlu));
+            if (gated) applied.Add(GatedMlp.ActivationFor(Config.HiddenAct) == GateActivation.Silu ? "swiglu" : "geglu");
+            if (k.CrossEntropy) applied.Add("cross_entropy");
+            if (k.FusedLinearCrossEntropy) applied.Add("fused_linear_cross_entropy");
+            return applied.Count == 0 ? "none (eager)" : string.Join(", ", applied);
+        }
+    }
+
+    /// <summary>
+    /// Hugging Face's initialisation: linear and embedding weights normal(0, initializer_range), biases
+    /// zero, the padding token's embedding zero, norms at their identity (1, or 0 for Gemma's stored w − 1).
+    /// </summary>
+    public void InitializeWeights(long seed)
+    {
+        double std = CausalLMConfig.Number(Config["initializer_range"], "initializer_range") ?? 0.02;
+        var generator = new Generator((ulong)seed, Options.Device ?? CPU);
+        using var noGrad = no_grad();
+        foreach (var (name, parameter) in named_parameters())
+        {
+            if (name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith("layernorm.weight", StringComparison.Ordinal))
+                parameter.fill_(Family.GemmaNorm ? 0.0 : 1.0);
+            else if (name.EndsWith(".bias", StringComparison.Ordinal))
+                parameter.zero_();
+            else
+                parameter.normal_(0.0, std, generator);
+        }
+        if (Config.PadTokenId is long pad && pad >= 0 && pad < Config.VocabSize)
+            decoder.EmbedTokens.weight![pad].zero_();
+    }
+
+    /// <summary>
+    /// The forward pass, and the loss when labels are given: fused linear cross-entropy (no logits), Liger's
+    /// cross-entropy on the logits, or torch's, as the kernel options say; Mixtral's load-balancing loss added
+    /// when asked.
+    /// </summary>
+    public CausalLMOutput Forward(CausalLMInput input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var ids = input.InputIds;
+        if (ids is null || ids.dim() != 2 || ids.dtype != ScalarType.Int64)
+            throw new ArgumentException($"'{nameof(input.InputIds)}' must be int64 of shape (B, T); got {Describe(ids)}.", nameof(input));
+        long batch = ids.shape[0], length = ids.shape[1], past = input.Cache?.Length ?? 0;
+        if (input.Labels is { } labels && (labels.dtype != ScalarType.Int64 || !labels.shape.SequenceEqual(ids.shape)))
+            throw new ArgumentException($"'{nameof(input.Labels)}' must be int64 of InputIds' shape [{batch}, {length}]; got {Describe(labels)}.", nameof(input));
+        if (input.AttentionMask is { } m && (m.dim() != 2 || m.shape[0] != batch || m.shape[1] != past + length))
+            throw new ArgumentException($"'{nameof(input.AttentionMask)}' must be (B, cached + T) = [{batch}, {past + length}]; got {Describe(m)}.", nameof(input));
+        if (input.Cache is not null && input.Cache.LayerCount != Layers.Count)
+            throw new ArgumentException($"'{nameof(input.Cache)}' was made for {input.Cache.LayerCount} layers; this model has {Layers.Count}.", nameof(input));
+
+        using var scope = NewDisposeScope();
+        var device = decoder.EmbedTokens.weight!.device;
+        var positions = input.PositionIds ?? arange(past, past + length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
+        var hidden = decoder.Embed(ids);
+        var tables = rotary.ToDictionary(r => r.Key, r => r.Value.CosSin(positions, hidden.dtype));
+        var masks = rotary.Keys.ToDictionary(type => type, type => AttentionMask.Build(length, past, input.AttentionMask,
+            type == "sliding_attention" ? Config.SlidingWindow : null, device));
+        var routerLogits = new List<Tensor>();
+        foreach (var layer in decoder.Layers)
+        {
+            var (cos, sin) = tables[layer.LayerType];
+            var inputs = new AttentionInputs(cos, sin, masks[layer.LayerType], input.Cache, layer.Index);
+            var (next, router) = RunLayer(layer, hidden, inputs);
+            hidden = next;
+            if (router is not null) routerLogits.Add(router);
+        }
+        hidden = decoder.Norm.forward(hidden);
+
+        var (loss, logits) = LossAndLogits(hidden, input);
+        Tensor? aux = null;
+        if (routerLogits.Count > 0 && (input.OutputRouterLogits ?? Config.OutputRouterLogits))
+        {
+            aux = SparseMoeBlock.LoadBalancingLoss(routerLogits, Layers[0].Moe!.ExpertCount, Config.NumExpertsPerToken!.Value, input.AttentionMask);
+            if (loss is not null)
+                loss = loss + Config.RouterAuxLossCoef * aux.to(loss.device);
+        }
+        return new CausalLMOutput(loss?.MoveToOuterDisposeScope(), logits?.MoveToOuterDisposeScope(), aux?.MoveToOuterDisposeScope());
+    }
+
+    private (Tensor Hidden, Tensor? Router) RunLayer(DecoderLayer layer, Tensor hidden, AttentionInputs inputs) =>
+        layer.Forward(hidden, inputs);
+
+    private (Tensor? Loss, Tensor? Logits) LossAndLogits(Tensor hidden, CausalLMInput input)
+    {
+        var kernels = Options.Kernels;
+        bool fused = input.Labels is not null && kernels.FusedLinearCrossEntropy;
+        bool wantLogits = input.ReturnLogits ?? !fused;
+        if (input.LogitsToKeep is long keep && keep > 0 && keep < hidden.shape[1] && input.Labels is null)
+            hidden = hidden[.., (int)-keep..];
+        Tensor? logits = wantLogits || (input.Labels is not null && !fused) ? Logits(hidden) : null;
+        if (input.Labels is null)
+            return (null, logits);
+
+        // Hugging Face's shift: position t predicts labels[t + 1]; the last position predicts nothing (-100).
+        var labels = input.Labels;
+        var shifted = cat([labels[.., 1..], full(labels.shape[0], 1, -100L, dtype: ScalarType.Int64, device: labels.device)], 1)
+            .reshape(-1).to(hidden.device);
+        var reduction = input.NumItemsInBatch is null ? CrossEntropyReduction.Mean : CrossEntropyReduction.Sum;
+        Tensor loss;
+        if (fused)
+        {
+            var flat = hidden.reshape(-1, hidden.shape[^1]);
+            if (Config.LogitsScaling is double s && s != 1.0)
+                flat = flat / s; // (W h) / s as W (h / s): the fused loss never forms W h
+            loss = LigerFusedLinearCrossEntropyFunction.Apply(flat, LmHeadWeight, shifted, null, new FusedLinearCrossEntropyOptions
+            {
+                CrossEntropy = new CrossEntropyOptions { Softcap = Config.FinalLogitSoftcapping, Reduction = reduction },
+            });
+            if (logits is not null && !wantLogits)
+                logits = null;
+        }
+        else
+        {
+            var flatLogits = logits!.reshape(-1, logits.shape[^1]);
+            loss = kernels.CrossEntropy
+                // The kernel writes the gradient over its input: only when the caller does not get the logits.
+                ? LigerCrossEntropyFunction.Apply(wantLogits ? flatLogits.clone() : flatLogits, shifted,
+                    new CrossEntropyOptions { Reduction = reduction, InPlaceGradient = true })
+                : nn.functional.cross_entropy(flatLogits.to(ScalarType.Float32), shifted, ignore_index: -100,
+                    reduction: reduction == CrossEntropyReduction.Mean ? nn.Reduction.Mean : nn.Reduction.Sum);
+            if (!wantLogits)
+                logits = null;
+        }
+        if (input.NumItemsInBatch is long items)
+            loss = loss / items;
+        return (loss, logits);
+    }
+
+    /// <summary>lm_head, Granite's logits scaling and Gemma's final softcapping, as Hugging Face applies them.</summary>
+    private Tensor Logits(Tensor hidden)
+    {
+        var logits = lmHead?.forward(hidden) ?? nn.functional.linear(hidden, decoder.EmbedTokens.weight!);
+        if (Config.LogitsScaling is double s && s != 1.0)
+            logits = logits / s;
+        if (Config.FinalLogitSoftcapping is double cap)
+            logits = (logits / cap).tanh() * cap;
+        return logits;
+    }
+
+    private static string Describe(Tensor? t) => t is null ? "null" : $"{t.dtype} [{string.Join(", ", t.shape)}]";
+
+    /// <inheritdoc/>
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+            foreach (var table in rotary.Values)
+                table.Dispose();
+        base.Dispose(disposing);
+    }
+}

@@ -1,0 +1,88 @@
+using Liger.Kernels.Ops;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Liger.Models;
+
+/// <summary>The gate activation of a gated MLP, from config.json's hidden_act.</summary>
+public enum GateActivation
+{
+    /// <summary>silu (SwiGLU).</summary>
+    Silu,
+    /// <summary>gelu with the tanh approximation, "gelu_pytorch_tanh" (GeGLU as Gemma and Liger compute it).</summary>
+    GeluTanh,
+    /// <summary>exact gelu (no Liger kernel: Liger's GeGLU is the tanh form).</summary>
+    Gelu,
+}
+
+/// <summary>
+/// down_proj(act(gate) * up), with gate and up from gate_proj and up_proj, or from one gate_up_proj
+/// (Phi3, GLM: gate rows first). The product runs on Liger's SwiGLU / GeGLU kernel when enabled.
+/// </summary>
+public sealed class GatedMlp : nn.Module<Tensor, Tensor>
+{
+    private readonly Linear? gateProj, upProj, gateUpProj;
+    private readonly Linear downProj;
+
+    /// <summary>Creates the MLP.</summary>
+    public GatedMlp(long hiddenSize, long intermediateSize, bool fusedGateUp, bool bias, GateActivation activation,
+        bool liger, ScalarType dtype, Device? device, (string Gate, string Up, string Down)? names = null)
+        : base(nameof(GatedMlp))
+    {
+        var (gate, up, down) = names ?? ("gate_proj", "up_proj", "down_proj");
+        Activation = activation;
+        Liger = liger && activation != GateActivation.Gelu;
+        if (fusedGateUp)
+            register_module("gate_up_proj", gateUpProj = nn.Linear(hiddenSize, 2 * intermediateSize, hasBias: bias, device: device, dtype: dtype));
+        else
+        {
+            register_module(gate, gateProj = nn.Linear(hiddenSize, intermediateSize, hasBias: bias, device: device, dtype: dtype));
+            register_module(up, upProj = nn.Linear(hiddenSize, intermediateSize, hasBias: bias, device: device, dtype: dtype));
+        }
+        register_module(down, downProj = nn.Linear(intermediateSize, hiddenSize, hasBias: bias, device: device, dtype: dtype));
+    }
+
+    /// <summary>The gate activation.</summary>
+    public GateActivation Activation { get; }
+    /// <summary>Whether the gated product runs on a Liger kernel.</summary>
+    public bool Liger { get; }
+
+    /// <summary>The activation named by config.json's hidden_act.</summary>
+    public static GateActivation ActivationFor(string hiddenAct) => hiddenAct switch
+    {
+        "silu" or "swish" => GateActivation.Silu,
+        "gelu_pytorch_tanh" or "gelu_new" or "gelu_fast" => GateActivation.GeluTanh,
+        "gelu" => GateActivation.Gelu,
+        _ => throw new NotSupportedException($"config.json hidden_act \"{hiddenAct}\" is not supported; supported: silu, gelu_pytorch_tanh, gelu."),
+    };
+
+    /// <inheritdoc/>
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        Tensor gate, up;
+        if (gateUpProj is not null)
+        {
+            var halves = gateUpProj.forward(x).chunk(2, -1);
+            // Liger's kernels read contiguous rows; the halves of gate_up_proj's output are strided views.
+            (gate, up) = Liger ? (halves[0].contiguous(), halves[1].contiguous()) : (halves[0], halves[1]);
+        }
+        else
+            (gate, up) = (gateProj!.forward(x), upProj!.forward(x));
+        Tensor product;
+        if (Liger)
+            // gate and up are private intermediates: the backward may overwrite them with their gradients.
+            product = Activation == GateActivation.Silu
+                ? LigerSiLUMulFunction.Apply(gate, up, inPlaceBackward: true)
+                : LigerGELUMulFunction.Apply(gate, up, inPlaceBackward: true);
+        else
+            product = Activation switch
+            {
+                GateActivation.Silu => nn.functional.silu(gate) * up,
+                GateActivation.GeluTanh => nn.functional.gelu(gate, GELU.Approximate.tanh) * up,
+                _ => nn.functional.gelu(gate) * up,
+            };
+        return downProj.forward(product).MoveToOuterDisposeScope();
+    }
+}
