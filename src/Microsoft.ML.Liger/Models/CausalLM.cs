@@ -132,7 +132,9 @@ public sealed partial class CausalLM : nn.Module
         Tensor? aux = null;
         if (routerLogits.Count > 0 && (input.OutputRouterLogits ?? Config.OutputRouterLogits))
         {
-            aux = SparseMoeBlock.LoadBalancingLoss(routerLogits, Layers[0].Moe!.ExpertCount, Config.NumExpertsPerToken!.Value, input.AttentionMask);
+            // The router saw only the new tokens: their columns of the mask.
+            var newTokens = input.AttentionMask?.narrow(1, past, length);
+            aux = SparseMoeBlock.LoadBalancingLoss(routerLogits, Layers[0].Moe!.ExpertCount, Config.NumExpertsPerToken!.Value, newTokens);
             if (loss is not null)
                 loss = loss + Config.RouterAuxLossCoef * aux.to(loss.device);
         }
@@ -148,7 +150,7 @@ public sealed partial class CausalLM : nn.Module
         bool fused = input.Labels is not null && kernels.FusedLinearCrossEntropy;
         bool wantLogits = input.ReturnLogits ?? !fused;
         if (input.LogitsToKeep is long keep && keep > 0 && keep < hidden.shape[1] && input.Labels is null)
-            hidden = hidden[.., (int)-keep..];
+            hidden = hidden.narrow(1, hidden.shape[1] - keep, keep);
         Tensor? logits = wantLogits || (input.Labels is not null && !fused) ? Logits(hidden) : null;
         if (input.Labels is null)
             return (null, logits);

@@ -1,0 +1,106 @@
+using Microsoft.ML.Liger.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Liger.Tests.Models;
+
+/// <summary>
+/// Liger-Kernel's mini-model convergence test, per family: from the same seed, a Liger model and an eager
+/// model train for 32 AdamW steps on the same small corpus; the loss curves agree at every step, the loss
+/// falls, and the final parameters agree.
+/// </summary>
+[TestClass]
+public sealed class ConvergenceTests
+{
+    private const int Steps = 32;
+    // float32. Per-op rounding differences (about 1e-7 relative) are amplified a little by each AdamW step,
+    // which normalises gradients; the curves stay within these bounds (measured worst: see docs/models.md).
+    private const double LossTolerance = 1e-4, ParameterTolerance = 1e-3;
+
+    public TestContext TestContext { get; set; } = null!;
+
+    [TestMethod]
+    [DynamicData(nameof(TinyModels.Cases), typeof(TinyModels))]
+    public void LigerAndEagerTrainAlike(string name) =>
+        TrainBoth(name, ScalarType.Float32, CPU, LossTolerance, LossTolerance, ParameterTolerance);
+
+    /// <summary>
+    /// bfloat16 weights and AdamW on a CUDA device (the GPU host runs it; elsewhere it is inconclusive), with
+    /// Liger-Kernel's bf16 convergence tolerances: loss within 1e-2 + 5e-2 relative, parameters within 5e-2.
+    /// </summary>
+    [TestMethod]
+    [DynamicData(nameof(TinyModels.Cases), typeof(TinyModels))]
+    public void LigerAndEagerTrainAlikeInBFloat16OnCuda(string name)
+    {
+        if (!cuda.is_available())
+            Assert.Inconclusive("no CUDA device: the bf16 convergence test runs on the GPU host");
+        TrainBoth(name, ScalarType.BFloat16, CUDA, 1e-2, 5e-2, 5e-2);
+    }
+
+    private void TrainBoth(string name, ScalarType dtype, Device device, double lossAbsolute, double lossRelative, double parameterTolerance)
+    {
+        var config = TinyModels.All[name];
+        int seed = Random.Shared.Next();
+        TestContext.WriteLine($"seed {seed}");
+        var corpus = Corpus(seed);
+        var eagerLosses = Train(config, LigerKernelOptions.None, seed, corpus, dtype, device, out var eagerParameters);
+        var ligerLosses = Train(config, new LigerKernelOptions(), seed, corpus, dtype, device, out var ligerParameters);
+
+        double worst = 0;
+        for (int step = 0; step < Steps; step++)
+        {
+            double error = Math.Abs(eagerLosses[step] - ligerLosses[step]);
+            worst = Math.Max(worst, error / (lossAbsolute + lossRelative * Math.Abs(eagerLosses[step])));
+            Assert.IsLessThanOrEqualTo(lossAbsolute + lossRelative * Math.Abs(eagerLosses[step]), error,
+                $"step {step}: eager {eagerLosses[step]:F6}, liger {ligerLosses[step]:F6}");
+        }
+        TestContext.WriteLine($"worst loss difference: {worst:F3} of the tolerance");
+        Assert.IsLessThan(0.85 * eagerLosses[0], eagerLosses[^1], $"the loss must fall: {eagerLosses[0]:F4} → {eagerLosses[^1]:F4}");
+        foreach (var (parameterName, expected) in eagerParameters)
+            ModelAssert.Close(expected, ligerParameters[parameterName], parameterTolerance, $"final {parameterName}");
+    }
+
+    /// <summary>
+    /// Sequences of a learnable pattern: each row counts up from a random start with a random stride (mod
+    /// the vocabulary, above the special ids), so the next token is predictable from the previous two.
+    /// </summary>
+    private static List<Tensor> Corpus(int seed)
+    {
+        var random = new Random(seed);
+        var batches = new List<Tensor>();
+        for (int b = 0; b < 4; b++)
+        {
+            var rows = new long[4, 16];
+            for (int r = 0; r < 4; r++)
+            {
+                int start = random.Next(94), stride = 1 + random.Next(3);
+                for (int t = 0; t < 16; t++)
+                    rows[r, t] = 3 + (start + stride * t) % 94;
+            }
+            batches.Add(tensor(rows));
+        }
+        return batches;
+    }
+
+    private static double[] Train(CausalLMConfig config, LigerKernelOptions kernels, int seed, List<Tensor> corpus,
+        ScalarType dtype, Device device, out Dictionary<string, Tensor> finalParameters)
+    {
+        using var model = new CausalLM(config, new CausalLMOptions { Kernels = kernels, DType = dtype, Device = device });
+        TinyModels.Randomize(model, seed, std: 0.1);
+        model.train();
+        using var optimizer = optim.AdamW(model.parameters(), lr: 1e-2, weight_decay: 0.01);
+        var losses = new double[Steps];
+        for (int step = 0; step < Steps; step++)
+        {
+            using var scope = NewDisposeScope();
+            var ids = corpus[step % corpus.Count].to(device);
+            optimizer.zero_grad();
+            using var output = model.Forward(new CausalLMInput { InputIds = ids, Labels = ids });
+            output.Loss!.backward();
+            losses[step] = output.Loss.item<float>();
+            optimizer.step();
+        }
+        finalParameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().to(ScalarType.Float32, CPU).clone());
+        return losses;
+    }
+}
