@@ -1,0 +1,77 @@
+namespace Microsoft.ML.Liger.Models;
+
+/// <summary>
+/// A checkpoint file that is not a valid safetensors file or index (truncated, bad header, offsets outside
+/// the data), or an index that names files outside its folder. An <see cref="IOException"/>, as the missing-file
+/// errors are, so one catch covers every unusable checkpoint file.
+/// </summary>
+public sealed class CheckpointFormatException : IOException
+{
+    /// <summary>Creates the exception for <paramref name="path"/> and, when one is to blame, <paramref name="tensorName"/>.</summary>
+    public CheckpointFormatException(string path, string? tensorName, string message)
+        : base(message)
+    {
+        Path = path;
+        TensorName = tensorName;
+    }
+
+    /// <summary>The file that is wrong.</summary>
+    public string Path { get; }
+
+    /// <summary>The tensor whose header entry or data is wrong; null when the fault is in the file as a whole.</summary>
+    public string? TensorName { get; }
+}
+
+/// <summary>
+/// A checkpoint whose tensors do not fit the module: tensors the module needs that the checkpoint lacks,
+/// tensors the module does not have (strict loading), tensors of the wrong shape or kind, or stored in a dtype
+/// this loader cannot read (F8 types, unsigned types above 8 bits). Every problem
+/// found is listed, so one failed load shows all of them. Nothing was copied into the module.
+/// </summary>
+public sealed class CheckpointMismatchException : InvalidOperationException
+{
+    /// <summary>Creates the exception from the lists of problems; the message names them.</summary>
+    public CheckpointMismatchException(
+        string folder, IReadOnlyList<string> missingNames, IReadOnlyList<string> unexpectedNames, IReadOnlyList<string> mismatches)
+        : base(Describe(folder, missingNames, unexpectedNames, mismatches))
+    {
+        Folder = folder;
+        MissingNames = missingNames;
+        UnexpectedNames = unexpectedNames;
+        Mismatches = mismatches;
+    }
+
+    /// <summary>The checkpoint folder.</summary>
+    public string Folder { get; }
+
+    /// <summary>State-dict entries of the module that the checkpoint does not have.</summary>
+    public IReadOnlyList<string> MissingNames { get; }
+
+    /// <summary>Checkpoint tensors the module does not have (reported in strict loading only).</summary>
+    public IReadOnlyList<string> UnexpectedNames { get; }
+
+    /// <summary>One line per tensor whose shape or kind differs: name, what the module expects, what was found.</summary>
+    public IReadOnlyList<string> Mismatches { get; }
+
+    private const int ListedPerKind = 10;
+
+    private static string Describe(
+        string folder, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> mismatches)
+    {
+        var lines = new List<string> { $"The checkpoint in '{folder}' does not fit the module:" };
+        AddKind(lines, missing, "tensor(s) the module needs are missing from the checkpoint");
+        AddKind(lines, unexpected, "tensor(s) in the checkpoint are not in the module (strict load; list them in IgnoredNames or set Strict = false)");
+        AddKind(lines, mismatches, "tensor(s) differ");
+        return string.Join(Environment.NewLine, lines);
+    }
+
+    private static void AddKind(List<string> lines, IReadOnlyList<string> items, string what)
+    {
+        if (items.Count == 0)
+            return;
+        lines.Add($"  {items.Count} {what}:");
+        lines.AddRange(items.Take(ListedPerKind).Select(item => "    " + item));
+        if (items.Count > ListedPerKind)
+            lines.Add($"    ... and {items.Count - ListedPerKind} more");
+    }
+}
