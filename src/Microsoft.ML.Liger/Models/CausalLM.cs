@@ -18,7 +18,11 @@ public sealed partial class CausalLM : nn.Module
     private readonly Dictionary<string, RotaryPositions> rotary = new();
 
     /// <summary>Builds a model from a config, randomly initialised as Hugging Face initialises it (see <see cref="InitializeWeights"/>).</summary>
-    public CausalLM(CausalLMConfig config, CausalLMOptions? options = null) : base(nameof(CausalLM))
+    public CausalLM(CausalLMConfig config, CausalLMOptions? options = null) : this(config, options, initialize: true)
+    {
+    }
+
+    private CausalLM(CausalLMConfig config, CausalLMOptions? options, bool initialize) : base(nameof(CausalLM))
     {
         ArgumentNullException.ThrowIfNull(config);
         Options = options ?? new CausalLMOptions();
@@ -32,7 +36,8 @@ public sealed partial class CausalLM : nn.Module
             register_module("lm_head", lmHead = nn.Linear(config.HiddenSize, config.VocabSize, hasBias: false, device: device, dtype: dtype));
         foreach (var type in decoder.Layers.Select(l => l.LayerType).Distinct())
             rotary[type] = new RotaryPositions(config.RopeFor(type), config.HeadDim);
-        InitializeWeights(Options.Seed);
+        if (initialize)
+            InitializeWeights(Options.Seed);
     }
 
     /// <summary>The configuration.</summary>

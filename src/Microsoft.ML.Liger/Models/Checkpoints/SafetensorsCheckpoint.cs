@@ -61,6 +61,30 @@ public static class SafetensorsCheckpoint
             StringComparer.Ordinal);
     }
 
+    /// <summary>
+    /// Every tensor of one safetensors file, by name, as CPU tensors in their stored dtype (for files that are
+    /// not a module's state, such as reference outputs). The header is validated as <see cref="Load"/> validates it.
+    /// </summary>
+    public static Dictionary<string, Tensor> ReadTensors(string file)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(file);
+        RequireLittleEndian();
+        var header = SafetensorsHeader.Read(file);
+        var tensors = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        using var stream = new FileStream(file, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1);
+        foreach (var entry in header.Entries)
+        {
+            var dtype = SafetensorsDType.ToScalarType(entry.DType)
+                ?? throw new CheckpointFormatException(file, entry.Name, $"stored dtype {entry.DType} cannot be read into a torch tensor");
+            var tensor = empty(entry.Shape, dtype);
+            stream.Position = header.DataStart + entry.Begin;
+            if (entry.ByteLength > 0)
+                tensor.ReadBytesFromStream(stream, 1 << 20);
+            tensors[entry.Name] = tensor;
+        }
+        return tensors;
+    }
+
     // The format stores little-endian data and tensors are copied as raw bytes.
     private static void RequireLittleEndian()
     {
