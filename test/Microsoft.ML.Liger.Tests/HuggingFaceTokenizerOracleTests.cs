@@ -21,18 +21,11 @@ public sealed class HuggingFaceTokenizerOracleTests
         ["spm_legacy"] = ["  two  spaces  and   three", "   "],
     };
 
-    // Where the fixtures are: LIGER_ORACLE_FIXTURES, the repository's test/fixtures/oracle, or the shared build folder.
+    // The tokenizers transformers built (test/oracle/build_hf_fixtures.py), committed under Fixtures/hf-tokenizers.
     private static string? FixtureFolder(string name)
     {
-        string[] roots =
-        [
-            Environment.GetEnvironmentVariable("LIGER_ORACLE_FIXTURES") ?? "",
-            Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "fixtures", "oracle"),
-            "/work/oracle-fixtures",
-        ];
-        return roots.Where(r => r.Length > 0)
-            .Select(r => Path.GetFullPath(Path.Combine(r, "tokenizers", name)))
-            .FirstOrDefault(f => File.Exists(Path.Combine(f, "encodings.json")));
+        string folder = Path.Combine(AppContext.BaseDirectory, "Fixtures", "hf-tokenizers", name);
+        return File.Exists(Path.Combine(folder, "encodings.json")) ? folder : null;
     }
 
     [TestMethod]
@@ -41,7 +34,7 @@ public sealed class HuggingFaceTokenizerOracleTests
     [DataRow("spm_legacy")]
     public void Encodings_MatchTransformers(string name)
     {
-        string folder = FixtureFolder(name) ?? throw new AssertInconclusiveException($"No oracle fixture tokenizers/{name} (set LIGER_ORACLE_FIXTURES).");
+        string folder = FixtureFolder(name) ?? throw new AssertFailedException($"No oracle fixture Fixtures/hf-tokenizers/{name}.");
         CausalLMTokenizer tokenizer = CausalLMTokenizer.FromPretrained(folder);
         using JsonDocument document = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "encodings.json")));
         var mismatches = new StringBuilder();
