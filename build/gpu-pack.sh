@@ -4,10 +4,13 @@
 # the GPU host. Then, on the host, from the repository root:
 #   bash test/Liger.Benchmarks/gpu-run.sh gpu --out "$OUT"                       benchmarks
 #   bash .gpu/run.sh tests Liger.Kernels.Tests.dll --report-trx --results-directory "$OUT"   kernel tests on CUDA
+#   bash .gpu/run.sh mltests Microsoft.ML.Liger.Tests.dll ...                     model tests (oracle, bf16 convergence)
 set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
 pack=${LIGER_GPU_PACK:-$root/../shared/gpu/pack.sh}
 dotnet publish test/Liger.Benchmarks -c Release -o /tmp/liger-gpu/bench -p:LigerTorchRuntime=none --nologo -v q
 dotnet publish test/Liger.Kernels.Tests -c Release -o /tmp/liger-gpu/tests -p:LigerTorchRuntime=none --nologo -v q
+dotnet publish test/Microsoft.ML.Liger.Tests -c Release -o /tmp/liger-gpu/mltests -p:LigerTorchRuntime=none --nologo -v q
 bash "$pack" /tmp/liger-gpu/bench bench
 bash "$pack" /tmp/liger-gpu/tests tests
+bash "$pack" /tmp/liger-gpu/mltests mltests

@@ -92,7 +92,7 @@ public sealed class HuggingFaceOracleTests
             var real = expected["attention_mask"].to(ScalarType.Bool);
             double logitError = Relative(expected["logits"][real], output.Logits!.cpu()[real]);
             double lossError = Relative(expected[expected.ContainsKey("loss_with_aux") ? "loss_with_aux" : "loss"], output.Loss!);
-            TestContext.WriteLine($"{name} on {device.type}: logits {logitError:E2}, loss {lossError:E2} relative error");
+            TestContext.WriteLine($"{name} {(kernels == LigerKernelOptions.None ? "eager" : "liger")} on {device.type}: logits {logitError:E2}, loss {lossError:E2} relative error");
             Assert.IsLessThan(Tolerance, logitError, $"{name}: logits relative error {logitError:E3}");
             Assert.IsLessThan(Tolerance, lossError, $"{name}: loss relative error {lossError:E3}");
             if (expected.TryGetValue("aux_loss", out var aux))
