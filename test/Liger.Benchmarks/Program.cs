@@ -1,7 +1,9 @@
 // Liger benchmark app.
 //   dotnet run -c Release --project test/Liger.Benchmarks -- cpu [BenchmarkDotNet args]   CPU: Liger's TorchSharp path vs eager
 //   Liger.Benchmarks.dll gpu [--out DIR] [--only NAME] [--iters N]                       CUDA: kernels vs eager TorchSharp, one run
+//   Liger.Benchmarks.dll checkpoint-memory [--layers 8] [--batch 2] [--seq 512] ...      CPU memory of a step, with and without checkpointing
 using BenchmarkDotNet.Running;
+using Liger.Benchmarks.Cpu;
 using Liger.Benchmarks.Gpu;
 
 string mode = args.Length > 0 ? args[0] : "help";
@@ -14,8 +16,10 @@ switch (mode)
         return PtxDump.Run(args[1..]);
     case "gpu":
         return GpuBenchmark.Run(args[1..]);
+    case "checkpoint-memory":
+        return CheckpointMemory.Run(args[1..]);
     default:
-        Console.WriteLine("usage: Liger.Benchmarks cpu [BenchmarkDotNet args] | gpu [--out DIR] [--only NAME] [--iters N]");
+        Console.WriteLine("usage: Liger.Benchmarks cpu [BenchmarkDotNet args] | gpu [--out DIR] [--only NAME] [--iters N] | checkpoint-memory [--layers N] [--batch N] [--seq N] [--hidden N] [--heads N] [--inner N] [--repeats N]");
         return mode == "help" ? 0 : 2;
 }
 
