@@ -146,8 +146,21 @@ public sealed partial class CausalLM : nn.Module
         return new CausalLMOutput(loss?.MoveToOuterDisposeScope(), logits?.MoveToOuterDisposeScope(), aux?.MoveToOuterDisposeScope());
     }
 
-    private (Tensor Hidden, Tensor? Router) RunLayer(DecoderLayer layer, Tensor hidden, AttentionInputs inputs) =>
-        layer.Forward(hidden, inputs);
+    private (Tensor Hidden, Tensor? Router) RunLayer(DecoderLayer layer, Tensor hidden, AttentionInputs inputs)
+    {
+        if (!GradientCheckpointing || !training || !is_grad_enabled() || inputs.Cache is not null)
+            return layer.Forward(hidden, inputs);
+        // Everything the layer reads goes in as an input, so the recompute in the backward sees the same tensors.
+        var mask = inputs.Mask;
+        Tensor[] layerInputs = mask.Allowed is null ? [hidden, inputs.Cos, inputs.Sin] : [hidden, inputs.Cos, inputs.Sin, mask.Allowed];
+        var outputs = GradientCheckpoint.Apply(layer, xs =>
+        {
+            var recomputed = new AttentionInputs(xs[1], xs[2], new AttentionMask(xs.Length > 3 ? xs[3] : null, mask.IsCausal), null, layer.Index);
+            var (h, router) = layer.Forward(xs[0], recomputed);
+            return router is null ? [h] : [h, router];
+        }, layerInputs);
+        return (outputs[0], outputs.Length > 1 ? outputs[1] : null);
+    }
 
     private (Tensor? Loss, Tensor? Logits) LossAndLogits(Tensor hidden, CausalLMInput input)
     {
