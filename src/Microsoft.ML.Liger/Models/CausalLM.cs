@@ -81,7 +81,9 @@ public sealed partial class CausalLM : nn.Module
     public void InitializeWeights(long seed)
     {
         double std = CausalLMConfig.Number(Config["initializer_range"], "initializer_range") ?? 0.02;
-        var generator = new Generator((ulong)seed, Options.Device ?? CPU);
+        // Drawn on the CPU in float32 and copied: the same weights for a seed whatever the device and dtype
+        // (a CUDA parameter cannot take a CPU generator).
+        using var generator = new Generator((ulong)seed);
         using var noGrad = no_grad();
         foreach (var (name, parameter) in named_parameters())
         {
@@ -90,7 +92,10 @@ public sealed partial class CausalLM : nn.Module
             else if (name.EndsWith(".bias", StringComparison.Ordinal))
                 parameter.zero_();
             else
-                parameter.normal_(0.0, std, generator);
+            {
+                using var values = randn(parameter.shape, generator: generator) * std;
+                parameter.copy_(values);
+            }
         }
         if (Config.PadTokenId is long pad && pad >= 0 && pad < Config.VocabSize)
             decoder.EmbedTokens.weight![pad].zero_();

@@ -34,7 +34,13 @@ public sealed class ModelCheckpointingTests
         Assert.AreEqual(expected.Loss.item<float>(), actual.Loss.item<float>(), "loss");
         var grads = checkpointed.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad);
         foreach (var (parameterName, parameter) in plain.named_parameters())
-            Assert.IsTrue(parameter.grad!.eq(grads[parameterName]!).all().item<bool>(), $"grad of {parameterName} differs");
+        {
+            // A Mixtral expert reached only by padding tokens gets an all-zero gradient or none, depending on
+            // how libtorch meets the undefined gradient: both mean zero.
+            var plainGrad = parameter.grad ?? zeros_like(parameter);
+            var checkpointedGrad = grads[parameterName] ?? zeros_like(parameter);
+            Assert.IsTrue(plainGrad.eq(checkpointedGrad).all().item<bool>(), $"grad of {parameterName} differs");
+        }
     }
 
     [TestMethod]
