@@ -60,16 +60,16 @@ public sealed partial class CausalLM : nn.Module
     {
         get
         {
-            var k = Options.Kernels;
-            var applied = new List<string>();
-            if (decoder.Layers[0].SelfAttention.LigerRope) applied.Add("rope");
-            if (k.RmsNorm) applied.Add("rms_norm");
+            var kernels = Options.Kernels;
             var first = decoder.Layers[0];
-            var mlp = first.Mlp ?? (first.Moe is not null ? null : null);
-            bool gated = first.Mlp?.Liger ?? (first.Moe is not null && (GatedMlp.ActivationFor(Config.HiddenAct) == GateActivation.Silu ? k.SwiGlu : k.GeGlu));
-            if (gated) applied.Add(GatedMlp.ActivationFor(Config.HiddenAct) == GateActivation.Silu ? "swiglu" : "geglu");
-            if (k.CrossEntropy) applied.Add("cross_entropy");
-            if (k.FusedLinearCrossEntropy) applied.Add("fused_linear_cross_entropy");
+            bool silu = GatedMlp.ActivationFor(Config.HiddenAct) == GateActivation.Silu;
+            bool gated = first.Mlp?.Liger ?? (silu ? kernels.SwiGlu : kernels.GeGlu); // Mixtral's experts take the SwiGLU flag
+            var applied = new List<string>();
+            if (first.SelfAttention.LigerRope) applied.Add("rope");
+            if (kernels.RmsNorm) applied.Add("rms_norm");
+            if (gated) applied.Add(silu ? "swiglu" : "geglu");
+            if (kernels.CrossEntropy) applied.Add("cross_entropy");
+            if (kernels.FusedLinearCrossEntropy) applied.Add("fused_linear_cross_entropy");
             return applied.Count == 0 ? "none (eager)" : string.Join(", ", applied);
         }
     }
@@ -193,8 +193,6 @@ public sealed partial class CausalLM : nn.Module
             {
                 CrossEntropy = new CrossEntropyOptions { Softcap = Config.FinalLogitSoftcapping, Reduction = reduction },
             });
-            if (logits is not null && !wantLogits)
-                logits = null;
         }
         else
         {

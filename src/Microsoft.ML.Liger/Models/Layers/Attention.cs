@@ -91,8 +91,9 @@ public sealed class Attention : nn.Module
         (q, k) = (q.transpose(1, 2), k.transpose(1, 2));
 
         if (ligerRope)
-            // q and k here are private views of this layer's projections: the kernel may rotate them in place.
-            (q, k) = LigerRotaryPosEmb.Apply(q, k, inputs.Cos, inputs.Sin, inPlace: !q.requires_grad || !q.is_leaf, inPlaceBackward: true);
+            // q and k here are private views of this layer's projections (never leaves): the kernel may rotate
+            // them in place, and write their gradients over the incoming ones, which only attention reads.
+            (q, k) = LigerRotaryPosEmb.Apply(q, k, inputs.Cos, inputs.Sin, inPlace: true, inPlaceBackward: true);
         else
             (q, k) = (RotaryPositions.ApplyEager(q, inputs.Cos, inputs.Sin, ropeStyle), RotaryPositions.ApplyEager(k, inputs.Cos, inputs.Sin, ropeStyle));
 
