@@ -125,8 +125,9 @@ public sealed partial class CausalLM : nn.Module
         var positions = input.PositionIds ?? arange(past, past + length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
         var hidden = decoder.Embed(ids);
         var tables = rotary.ToDictionary(r => r.Key, r => r.Value.CosSin(positions, hidden.dtype));
+        bool padded = AttentionMask.HasPadding(input.AttentionMask);
         var masks = rotary.Keys.ToDictionary(type => type, type => AttentionMask.Build(length, past, input.AttentionMask,
-            type == "sliding_attention" ? Config.SlidingWindow : null, device));
+            type == "sliding_attention" ? Config.SlidingWindow : null, device, padded));
         var routerLogits = new List<Tensor>();
         foreach (var layer in decoder.Layers)
         {

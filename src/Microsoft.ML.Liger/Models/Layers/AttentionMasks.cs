@@ -21,12 +21,15 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
     /// <param name="attentionMask">(B, S) with 1 for real tokens, or null.</param>
     /// <param name="slidingWindow">The window of sliding layers, or null for full attention.</param>
     /// <param name="device">Where to build it.</param>
-    public static AttentionMask Build(long queryLength, long pastLength, Tensor? attentionMask, long? slidingWindow, Device device)
+    /// <param name="padded">Whether <paramref name="attentionMask"/> has a zero (null: look, one host sync); the
+    /// model checks once per forward for all layer types.</param>
+    public static AttentionMask Build(long queryLength, long pastLength, Tensor? attentionMask, long? slidingWindow, Device device,
+        bool? padded = null)
     {
         long keys = pastLength + queryLength;
-        bool padded = attentionMask is not null && attentionMask.eq(0).any().item<bool>();
+        padded ??= HasPadding(attentionMask);
         bool windowBites = slidingWindow is long w && keys > w;
-        if (!padded && !windowBites && pastLength == 0)
+        if (padded == false && !windowBites && pastLength == 0)
             return new AttentionMask(null, IsCausal: true);
         using var scope = NewDisposeScope();
         var queryPositions = arange(pastLength, keys, dtype: ScalarType.Int64, device: device).unsqueeze(-1);
@@ -35,7 +38,7 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
         if (slidingWindow is long window)
             allowed = allowed.logical_and(queryPositions - keyPositions < window);
         allowed = allowed.unsqueeze(0).unsqueeze(0); // (1, 1, T, S)
-        if (padded)
+        if (padded.Value)
         {
             allowed = allowed.logical_and(attentionMask!.to(ScalarType.Bool, device)[.., TensorIndex.None, TensorIndex.None, ..]);
             var blind = allowed.any(-1, keepdim: true).logical_not();
@@ -44,4 +47,7 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
         }
         return new AttentionMask(allowed.MoveToOuterDisposeScope(), IsCausal: false);
     }
+
+    /// <summary>Whether a (B, S) attention mask marks any padding: one host sync, the price of letting SDPA use is_causal.</summary>
+    public static bool HasPadding(Tensor? attentionMask) => attentionMask is not null && attentionMask.eq(0).any().item<bool>();
 }
