@@ -25,7 +25,7 @@ public static class RotaryEmbedding
         using var scope = NewDisposeScope();
         // As Hugging Face: int64 arange, to float32, divided by R; base ** exponent (torch.pow of a scalar
         // base runs the tensor-tensor kernel on the base as float32); 1.0 / x, which torch computes as reciprocal.
-        var exponent = arange(0, rotaryDim, 2, dtype: ScalarType.Int64, device: device).to(ScalarType.Float32) / rotaryDim;
+        var exponent = Ranges.Int64(0, rotaryDim, 2, device).to(ScalarType.Float32) / rotaryDim;
         return full_like(exponent, theta).pow(exponent).reciprocal().MoveToOuterDisposeScope();
     }
 

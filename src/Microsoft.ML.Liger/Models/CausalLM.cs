@@ -1,4 +1,5 @@
 using Liger.Kernels.Ops;
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -122,7 +123,7 @@ public sealed partial class CausalLM : nn.Module
 
         using var scope = NewDisposeScope();
         var device = decoder.EmbedTokens.weight!.device;
-        var positions = input.PositionIds ?? arange(past, past + length, dtype: ScalarType.Int64, device: device).unsqueeze(0).expand(batch, length);
+        var positions = input.PositionIds ?? Ranges.Int64(past, past + length, device: device).unsqueeze(0).expand(batch, length);
         var hidden = decoder.Embed(ids);
         var tables = rotary.ToDictionary(r => r.Key, r => r.Value.CosSin(positions, hidden.dtype));
         bool padded = AttentionMask.HasPadding(input.AttentionMask);

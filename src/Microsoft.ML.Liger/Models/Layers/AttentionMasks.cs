@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -32,8 +33,8 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
         if (padded == false && !windowBites && pastLength == 0)
             return new AttentionMask(null, IsCausal: true);
         using var scope = NewDisposeScope();
-        var queryPositions = arange(pastLength, keys, dtype: ScalarType.Int64, device: device).unsqueeze(-1);
-        var keyPositions = arange(0, keys, dtype: ScalarType.Int64, device: device).unsqueeze(0);
+        var queryPositions = Ranges.Int64(pastLength, keys, device: device).unsqueeze(-1);
+        var keyPositions = Ranges.Int64(0, keys, device: device).unsqueeze(0);
         var allowed = keyPositions <= queryPositions;
         if (slidingWindow is long window)
             allowed = allowed.logical_and(queryPositions - keyPositions < window);
