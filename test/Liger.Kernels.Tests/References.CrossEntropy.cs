@@ -5,7 +5,13 @@ using static TorchSharp.torch;
 namespace Liger.Kernels.Tests;
 
 /// <summary>Cross-entropy's exact results: the reduced loss, its z-loss part, and the logits' gradient.</summary>
-public sealed record CrossEntropyReference(Tensor Loss, Tensor ZLoss, Tensor Grad, Tensor Predicted);
+/// <param name="LossTermScale">The size of the terms the loss is computed from, reduced like the loss
+/// ((|lse| + max|logit|) per token, weighted): a token's loss is lse − x_y, which cancels when the target
+/// dominates its row, so rounding error is relative to these terms, not to the (possibly tiny) loss.</param>
+/// <param name="GradTermScale">The same for the gradient, elementwise: its target entry is p_y − 1, which
+/// cancels in the same case, so the scale is (p + onehot)·w_y plus the smoothing and z-loss terms, times the
+/// token's share of the reduction (an upper bound: the soft cap's derivative, at most 1, is left out).</param>
+public sealed record CrossEntropyReference(Tensor Loss, Tensor ZLoss, Tensor Grad, Tensor Predicted, Tensor LossTermScale, Tensor GradTermScale);
 
 public static partial class References
 {
@@ -35,7 +41,10 @@ public static partial class References
         var mask = counted.to(ScalarType.Float64);
         var perToken = ((1 - s) * nll + s * smooth) * mask;
         var z = options.LseSquareScale * lse.square() * mask;
-        Tensor loss, zLoss;
+        var terms = ((lse.abs() + capped.abs().amax(1)) * ((1 - s) * wy + s * w.mean()) * mask).detach();
+        var g = gradOutput.detach().cpu().to(ScalarType.Float64);
+        var gradTerms = GradientTerms(logp.detach().exp(), safeY, lse.detach(), w, wy.detach(), mask, options);
+        Tensor loss, zLoss, termScale, gradScale;
         switch (options.Reduction)
         {
             case CrossEntropyReduction.Mean:
@@ -44,19 +53,41 @@ public static partial class References
                 loss = where(denominator.ne(0), perToken.sum() / denominator, zeros_like(denominator))
                        + where(count.ne(0), z.sum() / count, zeros_like(count));
                 zLoss = where(count.ne(0), z.sum() / count, zeros_like(count));
+                termScale = where(denominator.ne(0), terms.sum() / denominator, zeros_like(denominator)) + zLoss.detach();
+                gradScale = g.abs() * (where(denominator.ne(0), gradTerms.Loss / denominator, zeros_like(gradTerms.Loss))
+                                       + where(count.ne(0), gradTerms.Z / count, zeros_like(gradTerms.Z)));
                 break;
             case CrossEntropyReduction.Sum:
                 loss = perToken.sum() + z.sum();
                 zLoss = z.sum();
+                termScale = terms.sum() + zLoss.detach();
+                gradScale = g.abs() * (gradTerms.Loss + gradTerms.Z);
                 break;
             default:
                 loss = (perToken + z).reshape(target.shape);
                 zLoss = z.reshape(target.shape);
+                termScale = (terms + z.detach()).reshape(target.shape);
+                gradScale = g.abs().reshape(-1, 1) * (gradTerms.Loss + gradTerms.Z);
                 break;
         }
         loss.backward([gradOutput.detach().cpu().to(ScalarType.Float64)]);
         var predicted = where(counted, capped.argmax(1), full_like(y, -1)).reshape(target.shape);
         return new CrossEntropyReference(loss.detach().MoveToOuterDisposeScope(), zLoss.detach().MoveToOuterDisposeScope(),
-            x.grad!.detach().MoveToOuterDisposeScope(), predicted.MoveToOuterDisposeScope());
+            x.grad!.detach().MoveToOuterDisposeScope(), predicted.MoveToOuterDisposeScope(), termScale.MoveToOuterDisposeScope(),
+            gradScale.reshape(logits.shape).MoveToOuterDisposeScope());
+    }
+
+    /// <summary>Per element, the magnitudes of the terms of d(per-token loss)/d(logit), before the reduction's
+    /// scaling: the loss part (1 − s)·w_y·(p + onehot) + s/V·(Σw·p + w) and the z-loss part 2·|z·lse|·p.</summary>
+    private static (Tensor Loss, Tensor Z) GradientTerms(Tensor p, Tensor safeY, Tensor lse, Tensor w, Tensor wy, Tensor mask,
+        CrossEntropyOptions options)
+    {
+        long vocab = p.shape[1];
+        double s = options.LabelSmoothing;
+        var onehot = nn.functional.one_hot(safeY, vocab).to(ScalarType.Float64);
+        var rowMask = mask.unsqueeze(1);
+        var loss = ((1 - s) * wy.unsqueeze(1) * (p + onehot) + s / vocab * (w.sum() * p + w)) * rowMask;
+        var z = 2 * Math.Abs(options.LseSquareScale) * lse.abs().unsqueeze(1) * p * rowMask;
+        return (loss, z);
     }
 }

@@ -31,7 +31,8 @@ public static partial class References
         var gradBias = g.sum(0L);
         return new FusedLinearCrossEntropyReference(
             new CrossEntropyReference(ce.Loss.MoveToOuterDisposeScope(), ce.ZLoss.MoveToOuterDisposeScope(),
-                ce.Grad.MoveToOuterDisposeScope(), ce.Predicted.MoveToOuterDisposeScope()),
+                ce.Grad.MoveToOuterDisposeScope(), ce.Predicted.MoveToOuterDisposeScope(), ce.LossTermScale.MoveToOuterDisposeScope(),
+                ce.GradTermScale.MoveToOuterDisposeScope()),
             gradHidden.MoveToOuterDisposeScope(), gradWeight.MoveToOuterDisposeScope(), gradBias.MoveToOuterDisposeScope());
     }
 }
