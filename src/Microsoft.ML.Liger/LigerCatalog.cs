@@ -1,11 +1,12 @@
 using Liger.Kernels.Runtime;
+using Microsoft.ML.Liger.Models;
 using TorchSharp;
 
 namespace Microsoft.ML.Liger;
 
 /// <summary>
-/// The entry point to Liger from ML.NET: <c>mlContext.Liger()</c>. Fine-tuning and preference-alignment
-/// estimators hang off this catalog; for now it tells where Liger's kernels run for the context.
+/// The entry point to Liger from ML.NET: <c>mlContext.Liger()</c>. Fine-tuning (and, later, preference-alignment)
+/// estimators hang off this catalog, with loading of the models they save.
 /// </summary>
 public sealed class LigerCatalog
 {
@@ -33,6 +34,23 @@ public sealed class LigerCatalog
             return torch.CPU;
         }
     }
+
+    /// <summary>
+    /// Fine-tunes a causal LM (a Hugging Face checkpoint, or a named architecture from random init) on text or on
+    /// prompt/response columns, with Liger's kernels: <c>mlContext.Liger().FineTuneCausalLM(options).Fit(data)</c>.
+    /// </summary>
+    public LlmFineTuneEstimator FineTuneCausalLM(FineTuneCausalLMOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new LlmFineTuneEstimator(this, options);
+    }
+
+    /// <summary>
+    /// Loads a model saved by <see cref="CausalLMTransformer.Save"/> (or a checkpoint folder of a fine-tuning run)
+    /// onto <see cref="Device"/>, with the Liger kernels it was trained with unless <paramref name="kernels"/> says otherwise.
+    /// </summary>
+    public CausalLMTransformer LoadCausalLM(string folder, LigerKernelOptions? kernels = null) =>
+        CausalLMTransformer.Load(folder, Device, kernels);
 
     /// <summary>Where Liger ops run on <see cref="Device"/>, in words (kernel device or TorchSharp CPU path).</summary>
     public string DescribeKernels()

@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.Training;
 using System.Diagnostics;
 using System.Text;
 using System.Text.Json;

@@ -27,10 +27,20 @@ public sealed class CausalLMTokenizer
     private readonly int[] _suffixIds;
     private readonly bool _cleanUpSpaces;
     private readonly string? _chatTemplateError;
+    private string? _sourceFolder;
+    private bool _builtinGpt2;
+
+    /// <summary>Files of a checkpoint folder that make up its tokenizer (copied by <see cref="SavePretrained"/>).</summary>
+    private static readonly string[] TokenizerFiles =
+        ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json"];
+
+    // Our marker in a saved tokenizer_config.json for GPT-2's packaged vocabulary, which has no tokenizer.json to copy.
+    private const string BuiltinKey = "liger_builtin_tokenizer";
 
     private CausalLMTokenizer(Setup setup)
     {
         Inner = setup.Inner;
+        _builtinGpt2 = setup.BuiltinGpt2;
         _unprefixed = setup.Unprefixed ?? setup.Inner;
         _prefixEveryPiece = setup.PrefixEveryPiece;
         _decode = setup.Decode;
@@ -217,6 +227,56 @@ public sealed class CausalLMTokenizer
     /// <param name="folder">The checkpoint folder.</param>
     public static CausalLMTokenizer FromPretrained(string folder)
     {
+        var tokenizer = ReadPretrained(folder);
+        tokenizer._sourceFolder = Path.GetFullPath(folder);
+        return tokenizer;
+    }
+
+    /// <summary>
+    /// Writes this tokenizer into <paramref name="folder"/> so that <see cref="FromPretrained"/> reads it back: the
+    /// tokenizer files of the folder it came from, or for <see cref="Gpt2"/> a tokenizer_config.json that names
+    /// the packaged vocabulary (transformers cannot read that one; Liger can).
+    /// </summary>
+    public void SavePretrained(string folder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        Directory.CreateDirectory(folder);
+        if (_builtinGpt2)
+        {
+            File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), JsonSerializer.Serialize(new Dictionary<string, object?>
+            {
+                [BuiltinKey] = "gpt2",
+                ["tokenizer_class"] = "GPT2Tokenizer",
+                ["bos_token"] = BosToken,
+                ["eos_token"] = EosToken,
+                ["pad_token"] = PadToken,
+            }, new JsonSerializerOptions { WriteIndented = true }));
+            return;
+        }
+        if (_sourceFolder is null)
+            throw new InvalidOperationException("This tokenizer was not read from a folder, so there are no files to save.");
+        if (Path.GetFullPath(folder) == _sourceFolder)
+            return;
+        foreach (string name in TokenizerFiles)
+        {
+            string source = Path.Combine(_sourceFolder, name);
+            if (File.Exists(source))
+                File.Copy(source, Path.Combine(folder, name), overwrite: true);
+        }
+    }
+
+    private static bool IsBuiltinGpt2(string folder)
+    {
+        string config = Path.Combine(folder, "tokenizer_config.json");
+        if (!File.Exists(config))
+            return false;
+        using JsonDocument document = JsonFiles.Parse(config);
+        return document.RootElement.ValueKind == JsonValueKind.Object
+            && document.RootElement.TryGetProperty(BuiltinKey, out var name) && name.ValueKind == JsonValueKind.String && name.GetString() == "gpt2";
+    }
+
+    private static CausalLMTokenizer ReadPretrained(string folder)
+    {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Tokenizer folder '{folder}' does not exist.");
@@ -224,6 +284,8 @@ public sealed class CausalLMTokenizer
         string jsonPath = Path.Combine(folder, "tokenizer.json");
         string modelPath = Path.Combine(folder, "tokenizer.model");
         bool hasJson = File.Exists(jsonPath), hasModel = File.Exists(modelPath);
+        if (!hasJson && !hasModel && IsBuiltinGpt2(folder))
+            return Gpt2();
         if (!hasJson && !hasModel)
             throw new FileNotFoundException(
                 $"No tokenizer in '{folder}': looked for tokenizer.json (byte-level BPE) and tokenizer.model (SentencePiece).", jsonPath);
@@ -260,6 +322,7 @@ public sealed class CausalLMTokenizer
         TiktokenTokenizer inner = TiktokenTokenizer.CreateForModel("gpt2");
         return new CausalLMTokenizer(new Setup
         {
+            BuiltinGpt2 = true,
             Inner = inner,
             Decode = inner.Decode,
             AddedTokens = [new AddedToken(EndOfTextId, EndOfText, Special: true)],
@@ -349,6 +412,7 @@ public sealed class CausalLMTokenizer
     private sealed record Setup
     {
         public required Tokenizer Inner { get; init; }
+        public bool BuiltinGpt2 { get; init; }
         public Tokenizer? Unprefixed { get; init; }
         public bool PrefixEveryPiece { get; init; }
         public required Func<IEnumerable<int>, string> Decode { get; init; }

@@ -14,6 +14,9 @@ public sealed class ChatTemplate
 {
     private readonly ChatTemplateOptions _options;
 
+    /// <summary>A copy of the markers this format writes (saved with a fine-tuned model).</summary>
+    internal ChatTemplateOptions Options => _options.Clone();
+
     private ChatTemplate(ChatTemplateOptions options)
     {
         _options = options.Clone();

@@ -1,10 +1,11 @@
 using System.Runtime.InteropServices;
 
-namespace Liger.Benchmarks.Gpu;
+namespace Microsoft.ML.Liger.Training;
 
 /// <summary>
-/// The CUDA caching allocator's allocated-bytes statistics, read through native/cuda_memory_stats.cpp
-/// (compiled on the GPU host; path in LIGER_CUDA_STATS). Absent shim: every reading is null.
+/// The CUDA caching allocator's allocated-bytes statistics, read through test/Liger.Benchmarks/native/cuda_memory_stats.cpp
+/// (compiled on the GPU host by test/Liger.Benchmarks/gpu-run.sh; path in LIGER_CUDA_STATS): TorchSharp
+/// binds none of the allocator statistics. Without the shim there is no reading (training reports "n/a").
 /// </summary>
 internal sealed unsafe class CudaMemoryStats
 {

@@ -1,0 +1,193 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Liger.Models;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Liger;
+
+/// <summary>
+/// A fine-tuned causal LM as an ML.NET transformer. <see cref="Transform"/> adds, lazily per row, a generated
+/// completion column for prompts and per-row loss and perplexity columns for rows that hold targets (prompt and
+/// response, or text). Persist it with <see cref="Save"/> and <see cref="LigerCatalog.LoadCausalLM"/>: a Hugging
+/// Face folder (config.json, safetensors, tokenizer) plus liger_model.json. ML.NET's <c>mlContext.Model.Save</c>
+/// cannot carry a TorchSharp model through its public API, and says so.
+/// </summary>
+public sealed class CausalLMTransformer : ITransformer, IDisposable
+{
+    private readonly object gate = new();
+    private readonly ExampleEncoder encoder;
+
+    internal CausalLMTransformer(CausalLM model, CausalLMTokenizer tokenizer, CausalLMModelInfo info)
+    {
+        Model = model;
+        Tokenizer = tokenizer;
+        Info = info;
+        if (info.ChatTemplate is { } chat)
+            tokenizer.ChatTemplate = ChatTemplate.FromRoles(chat);
+        encoder = new ExampleEncoder(tokenizer, info.UseChatTemplate, info.SystemPrompt);
+    }
+
+    /// <summary>The model (TorchSharp module): use it directly for anything the columns do not cover.</summary>
+    public CausalLM Model { get; }
+
+    /// <summary>The tokenizer.</summary>
+    public CausalLMTokenizer Tokenizer { get; }
+
+    /// <summary>Columns, formats and the training record.</summary>
+    public CausalLMModelInfo Info { get; }
+
+    /// <inheritdoc/>
+    public bool IsRowToRowMapper => false;
+
+    /// <summary>Generates the completion of one prompt (formatted as in training), as text.</summary>
+    public string Generate(string prompt, GenerationOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var settings = (options ?? Info.Generation) with { StopTokenIds = encoder.StopTokenIds, PadTokenId = encoder.PadTokenId };
+        int[] ids = encoder.Prompt(prompt);
+        lock (gate)
+        {
+            using var scope = NewDisposeScope();
+            bool wasTraining = Model.training;
+            Model.eval();
+            try
+            {
+                using var _ = no_grad();
+                var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length], device: Model.LmHeadWeight.device);
+                var output = Model.Generate(input, null, settings).cpu();
+                var generated = output[0].data<long>().Skip(ids.Length).Select(i => (int)i);
+                return encoder.Decode(generated.TakeWhile(id => !settings.StopTokenIds!.Contains(id)));
+            }
+            finally
+            {
+                Model.train(wasTraining);
+            }
+        }
+    }
+
+    /// <summary>Mean loss per response token of <paramref name="response"/> after <paramref name="prompt"/> (NaN when nothing is scored).</summary>
+    public double Score(string prompt, string response) => Loss(encoder.PromptResponse(prompt, response));
+
+    /// <summary>Mean loss per token of <paramref name="text"/>.</summary>
+    public double ScoreText(string text) => Loss(encoder.Text(text));
+
+    private double Loss(Training.TokenizedExample example)
+    {
+        int length = Math.Min(example.Tokens.Length, Info.MaxContextLength);
+        if (length - Math.Max(1, example.PromptLength) <= 0)
+            return double.NaN;
+        var labels = example.Tokens.Take(length).Select((id, t) => t >= example.PromptLength ? (long)id : -100L).ToArray();
+        lock (gate)
+        {
+            using var scope = NewDisposeScope();
+            bool wasTraining = Model.training;
+            Model.eval();
+            try
+            {
+                using var _ = no_grad();
+                var device = Model.LmHeadWeight.device;
+                using var output = Model.Forward(new CausalLMInput
+                {
+                    InputIds = tensor(example.Tokens.Take(length).Select(i => (long)i).ToArray(), [1, length], device: device),
+                    Labels = tensor(labels, [1, length], device: device),
+                });
+                return output.Loss!.to(ScalarType.Float64).item<double>();
+            }
+            finally
+            {
+                Model.train(wasTraining);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var builder = new DataViewSchema.Builder();
+        builder.AddColumns(inputSchema);
+        foreach (var column in OutputColumns(name => inputSchema.GetColumnOrNull(name)?.Type is TextDataViewType))
+            builder.AddColumn(column.Name, column.Type);
+        return builder.ToSchema();
+    }
+
+    /// <inheritdoc/>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        return new CausalLMDataView(this, input);
+    }
+
+    /// <inheritdoc/>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
+        throw new NotSupportedException("CausalLMTransformer maps rows through Transform(IDataView) (generation is not a row-to-row mapping).");
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) =>
+        throw new NotSupportedException(
+            "mlContext.Model.Save cannot store a CausalLMTransformer: ML.NET's model-zip format is internal to ML.NET and cannot " +
+            "carry a TorchSharp model. Save it with transformer.Save(folder) and load it with mlContext.Liger().LoadCausalLM(folder) " +
+            "(a Hugging Face model folder plus liger_model.json).");
+
+    /// <summary>
+    /// Saves the model (config.json, model.safetensors), the tokenizer and liger_model.json into
+    /// <paramref name="folder"/>. The folder is written beside its final place and swapped in whole, so an
+    /// interrupted save leaves the previous contents.
+    /// </summary>
+    public void Save(string folder)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        lock (gate)
+            AtomicFolder.Write(folder, WriteTo);
+    }
+
+    internal void WriteTo(string folder)
+    {
+        Model.SavePretrained(folder);
+        Tokenizer.SavePretrained(folder);
+        Info.Save(folder);
+    }
+
+    /// <summary>Loads a folder written by <see cref="Save"/> (see <see cref="LigerCatalog.LoadCausalLM"/>).</summary>
+    internal static CausalLMTransformer Load(string folder, Device device, LigerKernelOptions? kernels)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(folder);
+        if (!Directory.Exists(folder))
+            throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist.");
+        var info = CausalLMModelInfo.Load(folder);
+        var tokenizer = CausalLMTokenizer.FromPretrained(folder);
+        var model = CausalLM.FromPretrained(folder, new CausalLMOptions { Kernels = kernels ?? info.Kernels, Device = device });
+        return new CausalLMTransformer(model, tokenizer, info);
+    }
+
+    /// <summary>The columns Transform adds for an input that has the columns <paramref name="hasText"/> says it has.</summary>
+    internal IEnumerable<(string Name, DataViewType Type, OutputKind Kind)> OutputColumns(Func<string, bool> hasText)
+    {
+        if (hasText(Info.PromptColumnName))
+            yield return (Info.CompletionColumnName, TextDataViewType.Instance, OutputKind.Completion);
+        if (CanScore(hasText))
+        {
+            yield return (Info.LossColumnName, NumberDataViewType.Single, OutputKind.Loss);
+            yield return (Info.PerplexityColumnName, NumberDataViewType.Single, OutputKind.Perplexity);
+        }
+    }
+
+    internal bool CanScore(Func<string, bool> hasText) => Info.DataFormat == DataFormat.PromptResponse
+        ? hasText(Info.PromptColumnName) && hasText(Info.ResponseColumnName)
+        : hasText(Info.TextColumnName);
+
+    /// <summary>Loss of a row from its texts, by column name.</summary>
+    internal double ScoreRow(Func<string, string> text) => Info.DataFormat == DataFormat.PromptResponse
+        ? Score(text(Info.PromptColumnName), text(Info.ResponseColumnName))
+        : ScoreText(text(Info.TextColumnName));
+
+    /// <summary>Frees the model's tensors.</summary>
+    public void Dispose() => Model.Dispose();
+}
+
+/// <summary>What an added column holds.</summary>
+internal enum OutputKind
+{
+    Completion,
+    Loss,
+    Perplexity,
+}

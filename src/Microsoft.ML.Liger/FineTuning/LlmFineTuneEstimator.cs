@@ -1,0 +1,247 @@
+using Microsoft.ML.Data;
+using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.Training;
+using Microsoft.ML.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Microsoft.ML.Liger;
+
+/// <summary>
+/// Fine-tunes (or trains from scratch) a causal LM on an IDataView of text, or of prompts and responses:
+/// <c>mlContext.Liger().FineTuneCausalLM(options).Fit(data)</c>. Reports progress on ML.NET's progress
+/// channel and log (and <see cref="CausalLMTrainingOptions.OnProgress"/>), and returns a <see cref="CausalLMTransformer"/>.
+/// </summary>
+public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
+{
+    private readonly LigerCatalog catalog;
+    private readonly FineTuneCausalLMOptions options;
+
+    internal LlmFineTuneEstimator(LigerCatalog catalog, FineTuneCausalLMOptions options)
+    {
+        this.catalog = catalog;
+        this.options = options;
+    }
+
+    /// <summary>Checks the schema, tokenizes the rows, builds or loads the model, trains it and returns the transformer.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A column is missing or not text (named, with the option that names it).</exception>
+    /// <exception cref="OperationCanceledException">The options' token was cancelled (after a checkpoint, when a folder is set).</exception>
+    public CausalLMTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        options.Validate();
+        var format = ResolveFormat(input.Schema, "input");
+        if (options.ValidationSet is { } validationSet)
+            CheckColumns(validationSet.Schema, format, nameof(options.ValidationSet));
+
+        var host = ((IHostEnvironment)catalog.Context).Register("LlmFineTune");
+        using var channel = host.Start("FineTuneCausalLM");
+        var tokenizer = options.Tokenizer
+            ?? (options.BaseModelPath is { } path ? CausalLMTokenizer.FromPretrained(path) : CausalLMTokenizer.Gpt2());
+        var encoder = new ExampleEncoder(tokenizer, options.UseChatTemplate, options.SystemPrompt);
+        var train = Read(input, format, encoder);
+        var validation = options.ValidationSet is null ? null : Read(options.ValidationSet, format, encoder);
+        if (train.Count == 0)
+            throw new ArgumentException("The training data has no rows.", nameof(input));
+        int untrainable = train.Count(e => Math.Min(e.Tokens.Length, options.MaxContextLength) - Math.Max(1, e.PromptLength) <= 0);
+        if (untrainable > 0)
+            channel.Warning(MessageSensitivity.None, $"{untrainable} of {train.Count} rows have no target token within MaxContextLength = {options.MaxContextLength} (the prompt fills it); they add nothing.");
+
+        var device = ResolveDevice();
+        var dtype = ResolvePrecision(device);
+        var model = BuildModel(tokenizer, device, dtype);
+        try
+        {
+            if (model.Config.VocabSize < tokenizer.VocabularySize)
+                throw new ArgumentException(
+                    $"The tokenizer has {tokenizer.VocabularySize} tokens but the model's vocab_size is {model.Config.VocabSize}.", nameof(options.Tokenizer));
+            channel.Info(MessageSensitivity.None, $"Fine-tuning {model.Config.ModelType} ({Parameters(model) / 1e6:F1} M parameters) on {device}, {dtype}, kernels: {model.AppliedKernels}; " +
+                         $"{train.Count} {format} rows ({train.Sum(e => (long)e.Tokens.Length)} tokens).");
+            var info = Info(format, model, tokenizer);
+            var result = Train(host, channel, model, tokenizer, info, encoder, train, validation);
+            return new CausalLMTransformer(model, tokenizer, info with
+            {
+                TrainedSteps = result.Steps,
+                TokensSeen = result.TokensSeen,
+                StepLosses = result.StepLosses,
+                EvalLosses = result.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
+            });
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The input's columns plus the transformer's: completion for prompts, loss and perplexity for scored rows.</summary>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        bool HasText(string name) => inputSchema.FirstOrDefault(c => c.Name == name) is { Name: not null } c
+                                    && c.Kind == SchemaShape.Column.VectorKind.Scalar && c.ItemType is TextDataViewType;
+        var format = options.DataFormat;
+        foreach (var (name, option) in Required(format == DataFormat.Auto
+                     ? HasText(options.PromptColumnName) && HasText(options.ResponseColumnName) ? DataFormat.PromptResponse : DataFormat.Text
+                     : format))
+            if (!HasText(name))
+                throw new ArgumentOutOfRangeException(nameof(inputSchema), $"Input column '{name}' ({option}) is missing or not text (a scalar string column is required).");
+        bool scored = format == DataFormat.PromptResponse || format == DataFormat.Auto && HasText(options.PromptColumnName) && HasText(options.ResponseColumnName)
+            || HasText(options.TextColumnName);
+        return AddedColumns.Append(catalog.Context, inputSchema,
+            completion: HasText(options.PromptColumnName) ? options.CompletionColumnName : null,
+            loss: scored ? options.LossColumnName : null,
+            perplexity: scored ? options.PerplexityColumnName : null);
+    }
+
+    private DataFormat ResolveFormat(DataViewSchema schema, string what)
+    {
+        var format = options.DataFormat;
+        if (format == DataFormat.Auto)
+            format = schema.GetColumnOrNull(options.PromptColumnName) is not null && schema.GetColumnOrNull(options.ResponseColumnName) is not null
+                ? DataFormat.PromptResponse
+                : DataFormat.Text;
+        if (format == DataFormat.Text && options.DataFormat == DataFormat.Auto && schema.GetColumnOrNull(options.TextColumnName) is null)
+            throw new ArgumentOutOfRangeException(what,
+                $"The {what} data has neither a text column '{options.TextColumnName}' ({nameof(options.TextColumnName)}) nor prompt and response columns " +
+                $"'{options.PromptColumnName}' and '{options.ResponseColumnName}' ({nameof(options.PromptColumnName)}, {nameof(options.ResponseColumnName)}). " +
+                $"Columns present: {string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}' ({c.Type})"))}.");
+        CheckColumns(schema, format, what);
+        return format;
+    }
+
+    private void CheckColumns(DataViewSchema schema, DataFormat format, string what)
+    {
+        foreach (var (name, option) in Required(format))
+        {
+            var column = schema.GetColumnOrNull(name);
+            if (column is null)
+                throw new ArgumentOutOfRangeException(what,
+                    $"The {what} data has no column '{name}' ({option}); columns present: {string.Join(", ", schema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}'"))}.");
+            if (column.Value.Type is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(what,
+                    $"Column '{name}' ({option}) of the {what} data must be text (String); it is {column.Value.Type}.");
+        }
+    }
+
+    private IEnumerable<(string Name, string Option)> Required(DataFormat format) => format == DataFormat.PromptResponse
+        ? [(options.PromptColumnName, nameof(options.PromptColumnName)), (options.ResponseColumnName, nameof(options.ResponseColumnName))]
+        : [(options.TextColumnName, nameof(options.TextColumnName))];
+
+    private List<TokenizedExample> Read(IDataView data, DataFormat format, ExampleEncoder encoder)
+    {
+        var names = Required(format).Select(r => r.Name).ToArray();
+        var columns = names.Select(n => data.Schema[n]).ToArray();
+        var examples = new List<TokenizedExample>();
+        using var cursor = data.GetRowCursor(columns);
+        var getters = columns.Select(c => cursor.GetGetter<ReadOnlyMemory<char>>(c)).ToArray();
+        var values = new ReadOnlyMemory<char>[columns.Length];
+        while (cursor.MoveNext())
+        {
+            for (int i = 0; i < getters.Length; i++)
+                getters[i](ref values[i]);
+            examples.Add(format == DataFormat.PromptResponse
+                ? encoder.PromptResponse(values[0].ToString(), values[1].ToString())
+                : encoder.Text(values[0].ToString()));
+        }
+        return examples;
+    }
+
+    private Device ResolveDevice()
+    {
+        if (options.Device is not { } name)
+            return catalog.Device;
+        try
+        {
+            var device = torch.device(name);
+            if (device.type == DeviceType.CUDA && !torch.cuda.is_available())
+                throw new ArgumentException($"Option 'Device' is '{name}' but CUDA is not available here.", nameof(options.Device));
+            return device;
+        }
+        catch (Exception e) when (e is not ArgumentException)
+        {
+            throw new ArgumentException($"Option 'Device' is '{name}', which is not a torch device (\"cpu\", \"cuda\", \"cuda:1\").", nameof(options.Device), e);
+        }
+    }
+
+    private ScalarType ResolvePrecision(Device device) => options.Precision switch
+    {
+        TrainingPrecision.Float32 => ScalarType.Float32,
+        TrainingPrecision.BFloat16 => ScalarType.BFloat16,
+        _ => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
+    };
+
+    private CausalLM BuildModel(CausalLMTokenizer tokenizer, Device device, ScalarType dtype)
+    {
+        var modelOptions = new CausalLMOptions { Kernels = options.Kernels, DType = dtype, Device = device, Seed = options.Seed };
+        if (options.BaseModelPath is { } path)
+            return CausalLM.FromPretrained(path, modelOptions);
+        var config = CausalLMArchitectures.Create(options.Architecture, tokenizer.VocabularySize, WithTokens(tokenizer));
+        var model = new CausalLM(config, modelOptions);
+        model.InitializeWeights(options.Seed);
+        return model;
+    }
+
+    /// <summary>The architecture's overrides, plus the tokenizer's special ids so the saved config.json names them.</summary>
+    private Dictionary<string, object?> WithTokens(CausalLMTokenizer tokenizer)
+    {
+        var fields = new Dictionary<string, object?>();
+        if (tokenizer.BosTokenId is int bos) fields["bos_token_id"] = (long)bos;
+        if (tokenizer.EosTokenIds.Count > 0) fields["eos_token_id"] = (long)tokenizer.EosTokenIds.Min();
+        if (tokenizer.PadTokenId is int pad && !tokenizer.EosTokenIds.Contains(pad)) fields["pad_token_id"] = (long)pad;
+        if (options.ArchitectureOverrides is not null)
+            foreach (var (key, value) in options.ArchitectureOverrides)
+                fields[key] = value;
+        return fields;
+    }
+
+    private CausalLMModelInfo Info(DataFormat format, CausalLM model, CausalLMTokenizer tokenizer) => new()
+    {
+        DataFormat = format,
+        TextColumnName = options.TextColumnName,
+        PromptColumnName = options.PromptColumnName,
+        ResponseColumnName = options.ResponseColumnName,
+        CompletionColumnName = options.CompletionColumnName,
+        LossColumnName = options.LossColumnName,
+        PerplexityColumnName = options.PerplexityColumnName,
+        UseChatTemplate = options.UseChatTemplate,
+        SystemPrompt = options.SystemPrompt,
+        ChatTemplate = options.UseChatTemplate ? tokenizer.ChatTemplate?.Options : null,
+        MaxContextLength = options.MaxContextLength,
+        Generation = options.Generation,
+        Kernels = model.Options.Kernels,
+    };
+
+    private TrainingResult Train(IHost host, IChannel channel, CausalLM model, CausalLMTokenizer tokenizer, CausalLMModelInfo info,
+        ExampleEncoder encoder, List<TokenizedExample> train, List<TokenizedExample>? validation)
+    {
+        using var progressChannel = host.StartProgressChannel("Fine-tuning");
+        TrainingProgress? last = null;
+        progressChannel.SetHeader(new ProgressHeader(["loss", "learning rate", "tokens/s", "peak MiB"], ["steps"]), entry =>
+        {
+            if (last is not { } p) return;
+            entry.SetProgress(0, p.Step, p.TotalSteps);
+            entry.SetMetric(0, p.Loss);
+            entry.SetMetric(1, p.LearningRate);
+            entry.SetMetric(2, p.TokensPerSecond);
+            entry.SetMetric(3, p.PeakMemoryBytes is long b ? b / (1024.0 * 1024.0) : double.NaN);
+        });
+        var trainer = new CausalLMTrainer(model, options, encoder.PadTokenId, encoder.EndTokenId)
+        {
+            Log = message => channel.Info(MessageSensitivity.None, message),
+            OnReport = p =>
+            {
+                if (!double.IsNaN(p.Loss)) last = p;
+            },
+            // Every checkpoint is a complete saved model: LoadCausalLM reads it.
+            WriteCheckpointExtras = folder =>
+            {
+                tokenizer.SavePretrained(folder);
+                info.Save(folder);
+            },
+        };
+        return trainer.Train(train, validation);
+    }
+
+    private static long Parameters(CausalLM model) => model.parameters().Sum(p => p.numel());
+}
