@@ -1,6 +1,7 @@
 // Liger benchmark app.
 //   dotnet run -c Release --project test/Liger.Benchmarks -- cpu [BenchmarkDotNet args]   CPU: Liger's TorchSharp path vs eager
 //   Liger.Benchmarks.dll gpu [--out DIR] [--only NAME] [--iters N]                       CUDA: kernels vs eager TorchSharp, one run
+//   Liger.Benchmarks.dll fit [--out DIR] [--arch llama-3.2-1b] [--contexts 1024,2048] [--batch 4] ...  CUDA: CausalLMTrainer, Liger vs eager, one run
 //   Liger.Benchmarks.dll checkpoint-memory [--layers 8] [--batch 2] [--seq 512] ...      CPU memory of a step, with and without checkpointing
 using BenchmarkDotNet.Running;
 using Liger.Benchmarks.Cpu;
@@ -16,10 +17,12 @@ switch (mode)
         return PtxDump.Run(args[1..]);
     case "gpu":
         return GpuBenchmark.Run(args[1..]);
+    case "fit":
+        return FitBenchmark.Run(args[1..]);
     case "checkpoint-memory":
         return CheckpointMemory.Run(args[1..]);
     default:
-        Console.WriteLine("usage: Liger.Benchmarks cpu [BenchmarkDotNet args] | gpu [--out DIR] [--only NAME] [--iters N] | checkpoint-memory [--layers N] [--batch N] [--seq N] [--hidden N] [--heads N] [--inner N] [--repeats N]");
+        Console.WriteLine("usage: Liger.Benchmarks cpu [BenchmarkDotNet args] | gpu [--out DIR] [--only NAME] [--iters N] | fit [--out DIR] [--arch NAME] [--device cuda|cpu] [--dtype bf16|fp32] [--batch N] [--contexts N,N] [--warmup N] [--steps N] [--seed N] | checkpoint-memory [--layers N] [--batch N] [--seq N] [--hidden N] [--heads N] [--inner N] [--repeats N]");
         return mode == "help" ? 0 : 2;
 }
 
