@@ -189,6 +189,18 @@ public sealed partial class CausalLM : nn.Module
         if (fused)
         {
             var flat = hidden.reshape(-1, hidden.shape[^1]);
+            if (flat.device.type == DeviceType.CPU)
+            {
+                // Only the positions that have a target go through lm_head: in supervised fine-tuning most
+                // positions are prompt (label -100), and they add nothing to the loss or the gradients. Finding
+                // them reads the labels on the host, free on the CPU; on a GPU it would cost a synchronisation.
+                var kept = shifted.ne(-100L).nonzero().squeeze(1);
+                if (kept.shape[0] > 0 && kept.shape[0] < shifted.shape[0])
+                {
+                    flat = flat.index_select(0, kept);
+                    shifted = shifted.index_select(0, kept);
+                }
+            }
             if (Config.LogitsScaling is double s && s != 1.0)
                 flat = flat / s; // (W h) / s as W (h / s): the fused loss never forms W h
             loss = LigerFusedLinearCrossEntropyFunction.Apply(flat, LmHeadWeight, shifted, null, new FusedLinearCrossEntropyOptions
