@@ -14,9 +14,10 @@ public sealed record SyntheticData(IReadOnlyList<SyntheticExample> Train, IReadO
 
 /// <summary>
 /// A small instruction task with one checkable answer per prompt, made up on the spot so the sample needs no
-/// download: "Question: Which word is a fruit: lion, blue, pear, Spain, seven?\nAnswer:" → " pear". Every prompt
-/// lists one word of each category in a random order, so answering takes reading the question (which category)
-/// and knowing each word's category; copying a fixed position or a fixed word scores chance. The held-out prompts
+/// download: "Question: Which word is a color: lion, pear, blue, Spain, seven?\nAnswer:" → " blue". Every prompt
+/// lists one word of each of five categories (animal, color, fruit, country, number) in a random order and asks for
+/// the animal or the color, so answering takes reading the question and knowing each word's category; copying a
+/// fixed position or a fixed word scores chance. The held-out prompts
 /// are combinations the model never saw, so a high held-out score means it generalised, not memorised.
 /// </summary>
 /// <remarks>
@@ -24,7 +25,9 @@ public sealed record SyntheticData(IReadOnlyList<SyntheticExample> Train, IReadO
 /// </remarks>
 public static class SyntheticTask
 {
-    // (question phrase, words). One word of each category per prompt; no word belongs to two categories.
+    // (question phrase, words). One word of each category per prompt; no word belongs to two categories. Only the
+    // first AskedCategories are asked about, the rest are distractors: a 2-layer model trained for ~100 s learns to
+    // tell two asked categories apart reliably, while with three or five it masters some and stays stuck on others.
     private static readonly (string Phrase, string[] Words)[] Categories =
     [
         ("an animal", ["cat", "dog", "horse", "cow", "pig", "sheep", "lion", "tiger", "bear", "wolf", "fox", "mouse", "rabbit", "duck", "goat"]),
@@ -33,6 +36,8 @@ public static class SyntheticTask
         ("a country", ["France", "Spain", "Italy", "Japan", "China", "India", "Brazil", "Canada", "Egypt", "Mexico", "Germany", "Russia"]),
         ("a number", ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]),
     ];
+
+    private const int AskedCategories = 2;
 
     /// <summary>Words each prompt offers (one per category).</summary>
     public static int ChoiceCount => Categories.Length;
@@ -54,7 +59,7 @@ public static class SyntheticTask
         ArgumentOutOfRangeException.ThrowIfNegative(heldOutCount);
         var random = new Random(seed);
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        // Far fewer than the distinct prompts (150,000 word choices × 120 orders × 5 questions), so the loop ends quickly.
+        // Far fewer than the distinct prompts (180,000 word choices × 120 orders × 2 questions), so the loop ends quickly.
         List<SyntheticExample> Draw(int count)
         {
             var examples = new List<SyntheticExample>(count);
@@ -91,7 +96,7 @@ public static class SyntheticTask
     private static SyntheticExample Next(Random random)
     {
         var choices = Categories.Select(c => c.Words[random.Next(c.Words.Length)]).ToArray();
-        int asked = random.Next(Categories.Length);
+        int asked = random.Next(AskedCategories);
         string answer = choices[asked];
         random.Shuffle(choices);
         string prompt = $"Question: Which word is {Categories[asked].Phrase}: {string.Join(", ", choices)}?\nAnswer:";
