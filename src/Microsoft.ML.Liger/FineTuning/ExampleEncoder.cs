@@ -23,7 +23,7 @@ internal sealed class ExampleEncoder
         EndTokenId = tokenizer.EosTokenIds.Count > 0 ? tokenizer.EosTokenIds.Min() : tokenizer.PadTokenId ?? 0;
         PadTokenId = tokenizer.PadTokenId ?? EndTokenId;
         if (useChatTemplate && tokenizer.ChatTemplate is null)
-            throw new ArgumentException("UseChatTemplate is on, but the tokenizer has no chat template it can write; set CausalLMTokenizer.ChatTemplate.", nameof(useChatTemplate));
+            throw new ArgumentException("UseChatTemplate is on, but the tokenizer has no chat template it can write; set CausalLMTokenizer.ChatTemplate.", "UseChatTemplate");
     }
 
     /// <summary>EOS: ends every example.</summary>

@@ -59,13 +59,7 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
                          $"{train.Count} {format} rows ({train.Sum(e => (long)e.Tokens.Length)} tokens).");
             var info = Info(format, model, tokenizer);
             var result = Train(host, channel, model, tokenizer, info, encoder, train, validation);
-            return new CausalLMTransformer(model, tokenizer, info with
-            {
-                TrainedSteps = result.Steps,
-                TokensSeen = result.TokensSeen,
-                StepLosses = result.StepLosses,
-                EvalLosses = result.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
-            });
+            return new CausalLMTransformer(model, tokenizer, WithTraining(info, result));
         }
         catch
         {
@@ -234,14 +228,22 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
                 if (!double.IsNaN(p.Loss)) last = p;
             },
             // Every checkpoint is a complete saved model: LoadCausalLM reads it.
-            WriteCheckpointExtras = folder =>
+            WriteCheckpointExtras = (folder, run) =>
             {
                 tokenizer.SavePretrained(folder);
-                info.Save(folder);
+                WithTraining(info, run).Save(folder);
             },
         };
         return trainer.Train(train, validation);
     }
+
+    private static CausalLMModelInfo WithTraining(CausalLMModelInfo info, TrainingResult run) => info with
+    {
+        TrainedSteps = run.Steps,
+        TokensSeen = run.TokensSeen,
+        StepLosses = run.StepLosses.ToList(),
+        EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
+    };
 
     private static long Parameters(CausalLM model) => model.parameters().Sum(p => p.numel());
 }

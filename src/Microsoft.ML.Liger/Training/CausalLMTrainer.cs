@@ -43,8 +43,11 @@ public sealed class CausalLMTrainer
     /// <summary>Called with every report, before <see cref="CausalLMTrainingOptions.OnProgress"/> (the estimator's progress channel).</summary>
     public Action<TrainingProgress>? OnReport { get; init; }
 
-    /// <summary>Writes files that belong in every checkpoint besides the model and trainer state (the tokenizer, metadata), given the staging folder.</summary>
-    public Action<string>? WriteCheckpointExtras { get; init; }
+    /// <summary>
+    /// Writes files that belong in every checkpoint besides the model and trainer state (the tokenizer, metadata),
+    /// given the staging folder and the run so far.
+    /// </summary>
+    public Action<string, TrainingResult>? WriteCheckpointExtras { get; init; }
 
     /// <summary>
     /// Trains on <paramref name="train"/>, evaluating on <paramref name="validation"/> when given. Throws
@@ -252,7 +255,8 @@ public sealed class CausalLMTrainer
     private void WriteCheckpoint(string folder, TrainerState state, TrainingOptimizer optimizer)
     {
         model.SavePretrained(folder);
-        WriteCheckpointExtras?.Invoke(folder);
+        WriteCheckpointExtras?.Invoke(folder, new TrainingResult(state.Step, state.StepLosses,
+            state.EvalLosses.Select(e => (e.Step, e.Loss)).ToList(), state.TokensSeen, TimeSpan.Zero, null));
         optimizer.SaveState(Path.Combine(folder, "optimizer.bin"));
         if (optimizer.MasterWeights is { } masters)
             SafetensorsWriter.Write(Path.Combine(folder, "master_weights.safetensors"),
@@ -271,7 +275,8 @@ public sealed class CausalLMTrainer
         if (differences.Count > 0)
             throw new InvalidOperationException(
                 $"Cannot resume from '{checkpoint}': the run differs from the one that wrote it, so it would not continue the same trajectory ({string.Join("; ", differences)}).");
-        SafetensorsCheckpoint.Load(model, checkpoint, new CheckpointLoadOptions { IgnoredNames = ["lm_head.weight"] });
+        // A tied lm_head is the embedding (SavePretrained stores it once); an untied one loads like any weight.
+        SafetensorsCheckpoint.Load(model, checkpoint, new CheckpointLoadOptions { IgnoredNames = model.Config.TieWordEmbeddings ? ["lm_head.weight"] : [] });
         string masterFile = Path.Combine(checkpoint, "master_weights.safetensors");
         var masters = File.Exists(masterFile) ? SafetensorsCheckpoint.ReadTensors(masterFile) : null;
         try

@@ -39,16 +39,20 @@ public sealed class FineTuneTrainingTests
     }
 
     [TestMethod]
-    public void Resume_AfterCancellation_ContinuesTheSameTrajectory()
+    [DataRow(true), DataRow(false)]
+    public void Resume_AfterCancellation_ContinuesTheSameTrajectory(bool tiedEmbeddings)
     {
         var ml = new MLContext(seed: 1);
         var data = Data(ml, 40, seed: 3);
-        using var uninterrupted = ml.Liger().FineTuneCausalLM(FineTuneFixtures.Options()).Fit(data);
+        void Tie(FineTuneCausalLMOptions o) =>
+            o.ArchitectureOverrides = new Dictionary<string, object?>(o.ArchitectureOverrides!) { ["tie_word_embeddings"] = tiedEmbeddings };
+        using var uninterrupted = ml.Liger().FineTuneCausalLM(FineTuneFixtures.Options(Tie)).Fit(data);
 
         string folder = FineTuneFixtures.TempFolder("resume");
         using var cancel = new CancellationTokenSource();
         var interrupted = FineTuneFixtures.Options(o =>
         {
+            Tie(o);
             o.CheckpointFolder = folder;
             o.CheckpointInterval = 4;
             o.CancellationToken = cancel.Token;
@@ -57,7 +61,7 @@ public sealed class FineTuneTrainingTests
         Assert.ThrowsExactly<OperationCanceledException>(() => ml.Liger().FineTuneCausalLM(interrupted).Fit(data));
         CollectionAssert.AreEqual(new[] { 4, 6 }, TrainingCheckpoints.List(folder).Select(c => c.Step).ToArray(), "interval checkpoint plus one at cancellation");
 
-        var resumed = FineTuneFixtures.Options(o => { o.CheckpointFolder = folder; o.ResumeFromCheckpoint = true; });
+        var resumed = FineTuneFixtures.Options(o => { Tie(o); o.CheckpointFolder = folder; o.ResumeFromCheckpoint = true; });
         using var finished = ml.Liger().FineTuneCausalLM(resumed).Fit(data);
 
         CollectionAssert.AreEqual(uninterrupted.Info.StepLosses.ToArray(), finished.Info.StepLosses.ToArray(), "step losses, bit for bit (CPU, fp32)");
@@ -108,7 +112,8 @@ public sealed class FineTuneTrainingTests
         Assert.IsFalse(Directory.GetDirectories(folder).Any(d => Path.GetFileName(d).StartsWith('.')), "no staging folder left behind");
 
         using var loaded = ml.Liger().LoadCausalLM(checkpoint);
-        Assert.AreEqual(5, loaded.Info.TrainedSteps == 0 ? 5 : loaded.Info.TrainedSteps);
+        Assert.AreEqual(5, loaded.Info.TrainedSteps, "the checkpoint's liger_model.json records its step");
+        Assert.HasCount(5, loaded.Info.StepLosses);
         double loss = loaded.Score("last: red cat =", " cat cat");
         Assert.IsTrue(double.IsFinite(loss), "the checkpoint scores rows");
         Assert.IsNotNull(loaded.Generate("last: red cat ="));
