@@ -94,7 +94,7 @@ public sealed partial class CausalLM : nn.Module
                 parameter.zero_();
             else
             {
-                using var values = randn(parameter.shape, generator: generator) * std;
+                using var values = randn(parameter.shape, generator: generator).Times(std);
                 parameter.copy_(values);
             }
         }
@@ -182,7 +182,7 @@ public sealed partial class CausalLM : nn.Module
 
         // Hugging Face's shift: position t predicts labels[t + 1]; the last position predicts nothing (-100).
         var labels = input.Labels;
-        var shifted = cat([labels[.., 1..], full(labels.shape[0], 1, -100L, dtype: ScalarType.Int64, device: labels.device)], 1)
+        var shifted = cat([labels[.., 1..], ScalarArithmetic.Full([labels.shape[0], 1], -100L, ScalarType.Int64, labels.device)], 1)
             .reshape(-1).to(hidden.device);
         var reduction = input.NumItemsInBatch is null ? CrossEntropyReduction.Mean : CrossEntropyReduction.Sum;
         Tensor loss;
@@ -230,9 +230,9 @@ public sealed partial class CausalLM : nn.Module
     {
         var logits = lmHead?.forward(hidden) ?? nn.functional.linear(hidden, decoder.EmbedTokens.weight!);
         if (Config.LogitsScaling is double s && s != 1.0)
-            logits = logits / s;
+            logits = logits.DividedBy(s);
         if (Config.FinalLogitSoftcapping is double cap)
-            logits = (logits / cap).tanh() * cap;
+            logits = logits.SoftCapped(cap);
         return logits;
     }
 

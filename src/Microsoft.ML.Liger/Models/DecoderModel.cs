@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -46,6 +47,6 @@ public sealed class DecoderModel : nn.Module
             using var normalizer = tensor(Math.Sqrt(HiddenSize), dtype: embedded.dtype, device: embedded.device);
             return embedded * normalizer;
         }
-        return embeddingMultiplier is double m && m != 1.0 ? embedded * m : embedded;
+        return embeddingMultiplier is double m && m != 1.0 ? embedded.Times(m) : embedded;
     }
 }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -74,7 +75,7 @@ public static class Generation
             using var scope = NewDisposeScope();
             var sequences = inputIds.to(device);
             var mask = (attentionMask ?? ones_like(inputIds)).to(ScalarType.Int64, device);
-            var positions = (mask.cumsum(1) - 1).clamp_min(0);
+            var positions = mask.cumsum(1).Plus(-1L).AtLeast(0L);
             var unfinished = ones(sequences.shape[0], dtype: ScalarType.Bool, device: device);
             var stopIds = tensor(stops.ToArray(), dtype: ScalarType.Int64, device: device);
             var next = sequences;
@@ -94,7 +95,7 @@ public static class Generation
                     break;
                 next = token.unsqueeze(1);
                 mask = cat([mask, ones_like(next)], 1);
-                positions = positions[.., -1].unsqueeze(1) + 1;
+                positions = positions[.., -1].unsqueeze(1).Plus(1L);
             }
             return sequences.MoveToOuterDisposeScope();
         }
@@ -113,7 +114,7 @@ public static class Generation
         if (options.TopK > 0 && options.TopK < scores.shape[^1])
         {
             var kth = scores.topk(options.TopK, -1).values[.., -1].unsqueeze(1);
-            scores = scores.masked_fill(scores < kth, double.NegativeInfinity);
+            scores = scores.FilledWhere(scores < kth, double.NegativeInfinity);
         }
         if (options.TopP < 1.0)
         {
@@ -123,7 +124,7 @@ public static class Generation
             var cumulative = sorted.softmax(-1).cumsum(-1);
             var drop = cumulative <= 1 - options.TopP;
             drop[.., -1] = tensor(false);
-            scores = scores.masked_fill(drop.scatter(-1, order, drop), double.NegativeInfinity);
+            scores = scores.FilledWhere(drop.scatter(-1, order, drop), double.NegativeInfinity);
         }
         return scores.softmax(-1).multinomial(1, generator: generator).squeeze(-1).MoveToOuterDisposeScope();
     }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -59,7 +60,7 @@ internal sealed class TrainingOptimizer : IDisposable
         if (maxNorm > 0)
         {
             // As torch's clip_grad_norm_: scale by min(1, max / (norm + 1e-6)), computed on the device.
-            var coefficient = (maxNorm / (norm + 1e-6)).clamp_max(1.0);
+            var coefficient = norm.Plus(1e-6).reciprocal().Times(maxNorm).AtMost(1.0);
             using (no_grad())
                 foreach (var p in optimized)
                     p.grad?.mul_(coefficient);

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -116,11 +117,11 @@ public sealed class Attention : nn.Module
 
     private Tensor EagerAttention(Tensor q, Tensor k, Tensor v, AttentionMask mask)
     {
-        var scores = matmul(q, k.transpose(2, 3)) * scaling;
+        var scores = matmul(q, k.transpose(2, 3)).Times(scaling);
         if (softcap is double cap)
-            scores = (scores / cap).tanh() * cap;
+            scores = scores.SoftCapped(cap);
         var allowed = mask.Allowed ?? ones(q.shape[2], k.shape[2], dtype: ScalarType.Bool, device: q.device).tril();
-        scores = scores.masked_fill(allowed.logical_not(), MinValue(scores.dtype));
+        scores = scores.FilledWhere(allowed.logical_not(), MinValue(scores.dtype));
         var probabilities = scores.softmax(-1, ScalarType.Float32).to(q.dtype);
         return matmul(probabilities, v);
     }
@@ -130,7 +131,7 @@ public sealed class Attention : nn.Module
         // TorchSharp's SDPA has no scale argument: it divides by sqrt(head_dim), so other scales are folded into q.
         double defaultScale = 1.0 / Math.Sqrt(headDim);
         if (Math.Abs(scaling - defaultScale) > 1e-12 * defaultScale)
-            q = q * (scaling / defaultScale);
+            q = q.Times(scaling / defaultScale);
         return nn.functional.scaled_dot_product_attention(q, k, v, mask.Allowed, 0.0, mask.IsCausal && mask.Allowed is null);
     }
 

@@ -37,7 +37,10 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
         var keyPositions = Ranges.Int64(0, keys, device: device).unsqueeze(0);
         var allowed = keyPositions <= queryPositions;
         if (slidingWindow is long window)
-            allowed = allowed.logical_and(queryPositions - keyPositions < window);
+        {
+            using Scalar limit = window; // kept alive through the native call (see ScalarArithmetic)
+            allowed = allowed.logical_and((queryPositions - keyPositions).lt(limit));
+        }
         allowed = allowed.unsqueeze(0).unsqueeze(0); // (1, 1, T, S)
         if (padded.Value)
         {
@@ -50,5 +53,5 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
     }
 
     /// <summary>Whether a (B, S) attention mask marks any padding: one host sync, the price of letting SDPA use is_causal.</summary>
-    public static bool HasPadding(Tensor? attentionMask) => attentionMask is not null && attentionMask.eq(0).any().item<bool>();
+    public static bool HasPadding(Tensor? attentionMask) => attentionMask is not null && attentionMask.logical_not().any().item<bool>();
 }

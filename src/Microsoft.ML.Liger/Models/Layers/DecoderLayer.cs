@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -69,5 +70,5 @@ public sealed class DecoderLayer : nn.Module
     }
 
     private Tensor Residual(Tensor residual, Tensor update) =>
-        residualMultiplier is double m ? residual + update * m : residual + update;
+        residualMultiplier is double m ? residual + update.Times(m) : residual + update;
 }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -43,9 +44,9 @@ public sealed class DecoderRMSNorm : nn.Module<Tensor, Tensor>
                 Gemma ? RmsNormCastingMode.Gemma : RmsNormCastingMode.Llama);
         using var scope = NewDisposeScope();
         var x = input.to(ScalarType.Float32);
-        var normed = x * (x.pow(2).mean([-1L], keepdim: true) + Eps).rsqrt();
+        var normed = x * x.square().mean([-1L], keepdim: true).Plus(Eps).rsqrt();
         var output = Gemma
-            ? (normed * (weight.to(ScalarType.Float32) + 1.0)).to(input.dtype)
+            ? (normed * weight.to(ScalarType.Float32).Plus(1.0)).to(input.dtype)
             : weight * normed.to(input.dtype);
         return output.MoveToOuterDisposeScope();
     }

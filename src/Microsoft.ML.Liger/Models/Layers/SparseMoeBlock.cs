@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -87,6 +88,6 @@ public sealed class SparseMoeBlock : nn.Module
             var routerMask = mask[TensorIndex.None, .., .., TensorIndex.None].expand(layers, batch, length, experts).reshape(-1, experts);
             probabilityPerExpert = (routing * routerMask).sum([0L]) / routerMask.sum([0L]);
         }
-        return ((tokensPerExpert * probabilityPerExpert.unsqueeze(0)).sum() * experts).MoveToOuterDisposeScope();
+        return (tokensPerExpert * probabilityPerExpert.unsqueeze(0)).sum().Times(experts).MoveToOuterDisposeScope();
     }
 }
