@@ -90,27 +90,26 @@ public sealed class CausalLMTrainer
             var intervalClock = Stopwatch.StartNew();
             meter.Reset();
             double lr = 0;
-            int step = start;
-            string? Checkpoint()
+            // Writes checkpoint `at` (steps done) unless it exists; the pending losses go in first.
+            void Checkpoint(int at)
             {
-                if (options.CheckpointFolder is null || lastCheckpoint is not null && StepOf(lastCheckpoint) == step)
-                    return lastCheckpoint;
+                if (options.CheckpointFolder is null || lastCheckpoint is not null && StepOf(lastCheckpoint) == at)
+                    return;
+                Flush(pending, losses);
                 var state = new TrainerState
                 {
-                    Step = step, TotalSteps = total, TokensSeen = tokens, StepLosses = [.. losses],
+                    Step = at, TotalSteps = total, TokensSeen = tokens, StepLosses = [.. losses],
                     EvalLosses = evals.Select(e => new EvalRecord(e.Item1, e.Item2)).ToList(), RunShape = shape,
                 };
-                lastCheckpoint = TrainingCheckpoints.Write(options.CheckpointFolder, step, folder => WriteCheckpoint(folder, state, optimizer), options.CheckpointsToKeep);
+                lastCheckpoint = TrainingCheckpoints.Write(options.CheckpointFolder, at, folder => WriteCheckpoint(folder, state, optimizer), options.CheckpointsToKeep);
                 Log?.Invoke($"Checkpoint {lastCheckpoint}.");
-                return lastCheckpoint;
             }
 
-            for (; step < total; step++)
+            for (int step = start; step < total; step++)
             {
                 if (options.CancellationToken.IsCancellationRequested)
                 {
-                    Flush(pending, losses);
-                    Checkpoint();
+                    Checkpoint(step);
                     options.CancellationToken.ThrowIfCancellationRequested();
                 }
                 model.train();
@@ -147,18 +146,13 @@ public sealed class CausalLMTrainer
                 if (validation is { Count: > 0 } && (options.EvalInterval > 0 ? done % options.EvalInterval == 0 : epochEnd) && done != total)
                     evals.Add((done, EvaluateAndReport(validation, done, total, plan)));
                 if (options.CheckpointInterval > 0 && done % options.CheckpointInterval == 0 && done != total)
-                {
-                    step = done;
-                    Checkpoint();
-                    step = done - 1;
-                }
+                    Checkpoint(done);
             }
             Flush(pending, losses);
             lastNorm?.Dispose();
             if (validation is { Count: > 0 } && (evals.Count == 0 || evals[^1].Item1 != total))
                 evals.Add((total, EvaluateAndReport(validation, total, total, plan)));
-            step = total;
-            Checkpoint();
+            Checkpoint(total);
             return new TrainingResult(total, losses, evals, tokens, clock.Elapsed, lastCheckpoint);
         }
         finally

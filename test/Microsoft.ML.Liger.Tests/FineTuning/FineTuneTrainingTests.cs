@@ -55,11 +55,14 @@ public sealed class FineTuneTrainingTests
             Tie(o);
             o.CheckpointFolder = folder;
             o.CheckpointInterval = 4;
+            o.LoggingInterval = 3; // the checkpoint at 4 holds a loss not yet reported
             o.CancellationToken = cancel.Token;
             o.OnProgress = p => { if (p.Step == 6) cancel.Cancel(); };
         });
         Assert.ThrowsExactly<OperationCanceledException>(() => ml.Liger().FineTuneCausalLM(interrupted).Fit(data));
         CollectionAssert.AreEqual(new[] { 4, 6 }, TrainingCheckpoints.List(folder).Select(c => c.Step).ToArray(), "interval checkpoint plus one at cancellation");
+        // As if the process had died after step 4's checkpoint: resume from that one.
+        Directory.Delete(TrainingCheckpoints.Latest(folder)!, recursive: true);
 
         var resumed = FineTuneFixtures.Options(o => { Tie(o); o.CheckpointFolder = folder; o.ResumeFromCheckpoint = true; });
         using var finished = ml.Liger().FineTuneCausalLM(resumed).Fit(data);
