@@ -15,6 +15,8 @@ public sealed class FineTuneTrainingTests
     public void Fit_EvalLossDrops_AndProgressIsReported()
     {
         var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { lock (log) log.Add(e.Message); };
         var reports = new List<TrainingProgress>();
         var options = FineTuneFixtures.Options(o =>
         {
@@ -36,6 +38,11 @@ public sealed class FineTuneTrainingTests
         CollectionAssert.AreEqual(Enumerable.Range(1, 40).ToArray(), trainReports.Select(r => r.Step).ToArray(), "a report per step at LoggingInterval 1");
         Assert.IsTrue(trainReports.All(r => r.TotalSteps == 40 && r.TokensPerSecond > 0 && r.PeakMemoryBytes > 0 && double.IsFinite(r.GradientNorm)));
         Assert.AreEqual(0.0, trainReports[0].LearningRate, "warm-up starts at 0, as transformers' schedulers do");
+        lock (log)
+        {
+            Assert.IsTrue(log.Any(m => m.Contains("step 40/40") && m.Contains("tokens/s")), "reports reach ML.NET's log");
+            Assert.IsTrue(log.Any(m => m.Contains("eval loss")), "evaluations reach ML.NET's log");
+        }
     }
 
     [TestMethod]
