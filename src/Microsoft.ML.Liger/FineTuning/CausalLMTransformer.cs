@@ -45,24 +45,13 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
         ArgumentNullException.ThrowIfNull(prompt);
         var settings = (options ?? Info.Generation) with { StopTokenIds = encoder.StopTokenIds, PadTokenId = encoder.PadTokenId };
         int[] ids = encoder.Prompt(prompt);
-        lock (gate)
+        return InEvalMode(device =>
         {
-            using var scope = NewDisposeScope();
-            bool wasTraining = Model.training;
-            Model.eval();
-            try
-            {
-                using var _ = no_grad();
-                var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length], device: Model.LmHeadWeight.device);
-                var output = Model.Generate(input, null, settings).cpu();
-                var generated = output[0].data<long>().Skip(ids.Length).Select(i => (int)i);
-                return encoder.Decode(generated.TakeWhile(id => !settings.StopTokenIds!.Contains(id)));
-            }
-            finally
-            {
-                Model.train(wasTraining);
-            }
-        }
+            var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length], device: device);
+            var output = Model.Generate(input, null, settings).cpu();
+            var generated = output[0].data<long>().Skip(ids.Length).Select(i => (int)i);
+            return encoder.Decode(generated.TakeWhile(id => !settings.StopTokenIds!.Contains(id)));
+        });
     }
 
     /// <summary>Mean loss per response token of <paramref name="response"/> after <paramref name="prompt"/> (NaN when nothing is scored).</summary>
@@ -77,6 +66,21 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
         if (length - Math.Max(1, example.PromptLength) <= 0)
             return double.NaN;
         var labels = example.Tokens.Take(length).Select((id, t) => t >= example.PromptLength ? (long)id : -100L).ToArray();
+        return InEvalMode(device =>
+        {
+            using var output = Model.Forward(new CausalLMInput
+            {
+                InputIds = tensor(example.Tokens.Take(length).Select(i => (long)i).ToArray(), [1, length], device: device),
+                Labels = tensor(labels, [1, length], device: device),
+            });
+            return output.Loss!.to(ScalarType.Float64).item<double>();
+        });
+    }
+
+    /// <summary>Runs <paramref name="body"/> on the model's device in eval mode without gradients, one caller at a
+    /// time (cursors may share the transformer), restoring the model's mode after.</summary>
+    private T InEvalMode<T>(Func<Device, T> body)
+    {
         lock (gate)
         {
             using var scope = NewDisposeScope();
@@ -85,13 +89,7 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
             try
             {
                 using var _ = no_grad();
-                var device = Model.LmHeadWeight.device;
-                using var output = Model.Forward(new CausalLMInput
-                {
-                    InputIds = tensor(example.Tokens.Take(length).Select(i => (long)i).ToArray(), [1, length], device: device),
-                    Labels = tensor(labels, [1, length], device: device),
-                });
-                return output.Loss!.to(ScalarType.Float64).item<double>();
+                return body(Model.LmHeadWeight.device);
             }
             finally
             {

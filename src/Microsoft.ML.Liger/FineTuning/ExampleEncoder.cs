@@ -22,6 +22,8 @@ internal sealed class ExampleEncoder
         this.systemPrompt = systemPrompt;
         EndTokenId = tokenizer.EosTokenIds.Count > 0 ? tokenizer.EosTokenIds.Min() : tokenizer.PadTokenId ?? 0;
         PadTokenId = tokenizer.PadTokenId ?? EndTokenId;
+        stopIds = tokenizer.GetStopTokenIds();
+        StopTokenIds = stopIds.Select(i => (long)i).ToArray();
         if (useChatTemplate && tokenizer.ChatTemplate is null)
             throw new ArgumentException("UseChatTemplate is on, but the tokenizer has no chat template it can write; set CausalLMTokenizer.ChatTemplate.", "UseChatTemplate");
     }
@@ -33,7 +35,10 @@ internal sealed class ExampleEncoder
     public int PadTokenId { get; }
 
     /// <summary>Ids that stop generation.</summary>
-    public IReadOnlyCollection<long> StopTokenIds => tokenizer.GetStopTokenIds().Select(i => (long)i).ToArray();
+    public IReadOnlyCollection<long> StopTokenIds { get; }
+
+    // Encoding the end-of-turn marker each time would tokenize it once per example and per generated row.
+    private readonly IReadOnlySet<int> stopIds;
 
     /// <summary>The prompt as the model sees it before the response (with the chat template's generation prompt when on).</summary>
     public int[] Prompt(string prompt)
@@ -54,7 +59,7 @@ internal sealed class ExampleEncoder
         var tail = new List<int>(tokenizer.Encode(response, addSpecialTokens: false));
         if (useChatTemplate && tokenizer.ChatTemplate is { EndOfTurn.Length: > 0 } template)
             tail.AddRange(tokenizer.Encode(template.EndOfTurn, addSpecialTokens: false));
-        if (tail.Count == 0 || !tokenizer.GetStopTokenIds().Contains(tail[^1]))
+        if (tail.Count == 0 || !stopIds.Contains(tail[^1]))
             tail.Add(EndTokenId);
         return new TokenizedExample([.. head, .. tail], head.Length);
     }
