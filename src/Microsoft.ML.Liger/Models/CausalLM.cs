@@ -109,19 +109,69 @@ public sealed partial class CausalLM : nn.Module
     /// </summary>
     public CausalLMOutput Forward(CausalLMInput input)
     {
+        Validate(input, labels: true);
+        using var scope = NewDisposeScope();
+        var (hidden, aux) = Decode(input);
+        var (loss, logits) = LossAndLogits(hidden, input);
+        if (aux is not null && loss is not null)
+            loss = loss + Config.RouterAuxLossCoef * aux.to(loss.device);
+        return new CausalLMOutput(loss?.MoveToOuterDisposeScope(), logits?.MoveToOuterDisposeScope(), aux?.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// The final normed hidden states (B, T, H), the input of lm_head, without logits or a loss: what a loss that
+    /// applies lm_head itself chunk by chunk (the preference losses) starts from. Runs the same decoder as
+    /// <see cref="Forward"/>, gradient checkpointing included. <see cref="CausalLMInput.Labels"/> and the logits
+    /// options are not read. Granite's logits scaling and Gemma's final soft cap are lm_head's side, not applied
+    /// here: see <see cref="LogitsScaling"/> and <see cref="FinalLogitSoftcap"/>.
+    /// </summary>
+    public Tensor HiddenStates(CausalLMInput input)
+    {
+        var hidden = HiddenStates(input, out var aux);
+        aux?.Dispose();
+        return hidden;
+    }
+
+    /// <summary>The hidden states and, when the model routes experts and asks for it, the load-balancing loss
+    /// (Mixtral's, unweighted: add <see cref="CausalLMConfig.RouterAuxLossCoef"/> times it to a loss).</summary>
+    internal Tensor HiddenStates(CausalLMInput input, out Tensor? auxLoss)
+    {
+        Validate(input, labels: false);
+        using var scope = NewDisposeScope();
+        var (hidden, aux) = Decode(input);
+        auxLoss = aux?.MoveToOuterDisposeScope();
+        return hidden.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// What lm_head's logits are divided by (Granite's logits_scaling; 1 for other families): a loss that applies
+    /// lm_head itself to <see cref="HiddenStates(CausalLMInput)"/> divides the hidden states by it, as (W h) / s = W (h / s).
+    /// </summary>
+    public double LogitsScaling => Config.LogitsScaling is double s && s != 0 ? s : 1.0;
+
+    /// <summary>Gemma 2's final logit soft cap (cap · tanh(logits / cap)), or null: a loss applying lm_head itself takes it as its softcap.</summary>
+    public double? FinalLogitSoftcap => Config.FinalLogitSoftcapping;
+
+    private void Validate(CausalLMInput input, bool labels)
+    {
         ArgumentNullException.ThrowIfNull(input);
         var ids = input.InputIds;
         if (ids is null || ids.dim() != 2 || ids.dtype != ScalarType.Int64)
             throw new ArgumentException($"'{nameof(input.InputIds)}' must be int64 of shape (B, T); got {Describe(ids)}.", nameof(input));
         long batch = ids.shape[0], length = ids.shape[1], past = input.Cache?.Length ?? 0;
-        if (input.Labels is { } labels && (labels.dtype != ScalarType.Int64 || !labels.shape.SequenceEqual(ids.shape)))
-            throw new ArgumentException($"'{nameof(input.Labels)}' must be int64 of InputIds' shape [{batch}, {length}]; got {Describe(labels)}.", nameof(input));
+        if (labels && input.Labels is { } l && (l.dtype != ScalarType.Int64 || !l.shape.SequenceEqual(ids.shape)))
+            throw new ArgumentException($"'{nameof(input.Labels)}' must be int64 of InputIds' shape [{batch}, {length}]; got {Describe(l)}.", nameof(input));
         if (input.AttentionMask is { } m && (m.dim() != 2 || m.shape[0] != batch || m.shape[1] != past + length))
             throw new ArgumentException($"'{nameof(input.AttentionMask)}' must be (B, cached + T) = [{batch}, {past + length}]; got {Describe(m)}.", nameof(input));
         if (input.Cache is not null && input.Cache.LayerCount != Layers.Count)
             throw new ArgumentException($"'{nameof(input.Cache)}' was made for {input.Cache.LayerCount} layers; this model has {Layers.Count}.", nameof(input));
+    }
 
-        using var scope = NewDisposeScope();
+    /// <summary>Embeddings, the decoder layers and the final norm; the load-balancing loss when the routers ran and it is asked for.</summary>
+    private (Tensor Hidden, Tensor? AuxLoss) Decode(CausalLMInput input)
+    {
+        var ids = input.InputIds;
+        long batch = ids.shape[0], length = ids.shape[1], past = input.Cache?.Length ?? 0;
         var device = decoder.EmbedTokens.weight!.device;
         var positions = input.PositionIds ?? Ranges.Int64(past, past + length, device: device).unsqueeze(0).expand(batch, length);
         var hidden = decoder.Embed(ids);
@@ -139,18 +189,14 @@ public sealed partial class CausalLM : nn.Module
             if (router is not null) routerLogits.Add(router);
         }
         hidden = decoder.Norm.forward(hidden);
-
-        var (loss, logits) = LossAndLogits(hidden, input);
         Tensor? aux = null;
         if (routerLogits.Count > 0 && (input.OutputRouterLogits ?? Config.OutputRouterLogits))
         {
             // The router saw only the new tokens: their columns of the mask.
             var newTokens = input.AttentionMask?.narrow(1, past, length);
             aux = SparseMoeBlock.LoadBalancingLoss(routerLogits, Layers[0].Moe!.ExpertCount, Config.NumExpertsPerToken!.Value, newTokens);
-            if (loss is not null)
-                loss = loss + Config.RouterAuxLossCoef * aux.to(loss.device);
         }
-        return new CausalLMOutput(loss?.MoveToOuterDisposeScope(), logits?.MoveToOuterDisposeScope(), aux?.MoveToOuterDisposeScope());
+        return (hidden, aux);
     }
 
     private (Tensor Hidden, Tensor? Router) RunLayer(DecoderLayer layer, Tensor hidden, AttentionInputs inputs)

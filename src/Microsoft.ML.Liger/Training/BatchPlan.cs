@@ -14,11 +14,11 @@ internal sealed record MicroBatch(long[] InputIds, long[] Labels, long[] Attenti
 }
 
 /// <summary>
-/// The order of training: which micro-batches make each optimizer step. Each epoch shuffles the examples with
-/// a generator seeded by (seed, epoch), so any step can be rebuilt from its number alone: that is what lets a
-/// resumed run see exactly the batches an uninterrupted one would have.
+/// The order of language-model training: which micro-batches make each optimizer step. Each epoch shuffles the
+/// examples with a generator seeded by (seed, epoch) (<see cref="EpochOrder"/>), so any step can be rebuilt from its
+/// number alone: that is what lets a resumed run see exactly the batches an uninterrupted one would have.
 /// </summary>
-internal sealed class BatchPlan
+internal sealed class BatchPlan : ITrainingPlan<MicroBatch>
 {
     public const long IgnoreIndex = -100;
 
@@ -75,9 +75,7 @@ internal sealed class BatchPlan
     {
         if (epoch == cachedEpoch)
             return cachedBatches;
-        int[] order = Enumerable.Range(0, examples.Count).ToArray();
-        // System.Random with a seed is the same sequence on every platform and .NET version (its seeded legacy algorithm).
-        new Random(HashCode.Combine(options.Seed, epoch) & int.MaxValue).Shuffle(order);
+        int[] order = EpochOrder.Shuffled(examples.Count, options.Seed, epoch);
         cachedBatches = options.Packing ? Packed(order) : PaddedBatches(order);
         cachedEpoch = epoch;
         return cachedBatches;
