@@ -5,7 +5,7 @@ using TorchSharp;
 namespace Microsoft.ML.Liger;
 
 /// <summary>
-/// The entry point to Liger from ML.NET: <c>mlContext.Liger()</c>. Fine-tuning (and, later, preference-alignment)
+/// The entry point to Liger from ML.NET: <c>mlContext.Liger()</c>. The fine-tuning and preference-alignment
 /// estimators hang off this catalog, with loading of the models they save.
 /// </summary>
 public sealed class LigerCatalog
@@ -43,6 +43,32 @@ public sealed class LigerCatalog
     {
         ArgumentNullException.ThrowIfNull(options);
         return new LlmFineTuneEstimator(this, options);
+    }
+
+    /// <summary>
+    /// Aligns a causal LM to preferences with <see cref="PreferenceAlignmentOptions.Algorithm"/> (ORPO when null; DPO, CPO,
+    /// SimPO or KTO) on prompt / chosen / rejected columns (KTO: prompt / completion / label), with Liger's chunked
+    /// fused-linear preference losses and the fine-tuning loop: <c>mlContext.Liger().PreferenceAlignment(options).Fit(data)</c>.
+    /// </summary>
+    public PreferenceAlignmentEstimator PreferenceAlignment(PreferenceAlignmentOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        return new PreferenceAlignmentEstimator(this, options, options.Algorithm ?? PreferenceAlgorithm.Orpo);
+    }
+
+    /// <summary>
+    /// ORPO (odds-ratio preference optimisation: SFT and preference in one loss, no reference model) on prompt / chosen /
+    /// rejected columns: <see cref="PreferenceAlignment"/> with the algorithm fixed to ORPO.
+    /// </summary>
+    /// <exception cref="ArgumentException">The options name another algorithm.</exception>
+    public PreferenceAlignmentEstimator Orpo(PreferenceAlignmentOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Algorithm is { } algorithm && algorithm != PreferenceAlgorithm.Orpo)
+            throw new ArgumentException(
+                $"Orpo() runs ORPO, but option 'Algorithm' is {algorithm}: leave it null (or Orpo), or call PreferenceAlignment(options).",
+                nameof(PreferenceAlignmentOptions.Algorithm));
+        return new PreferenceAlignmentEstimator(this, options, PreferenceAlgorithm.Orpo);
     }
 
     /// <summary>

@@ -62,6 +62,9 @@ public sealed record CausalLMModelInfo
     /// <summary>Validation losses by step.</summary>
     public IReadOnlyList<EvalPoint> EvalLosses { get; init; } = [];
 
+    /// <summary>How the model was preference-aligned (<see cref="LigerCatalog.PreferenceAlignment"/>); null for fine-tuning.</summary>
+    public PreferenceAlignmentInfo? Alignment { get; init; }
+
     internal void Save(string folder)
     {
         string staged = Path.Combine(folder, $".{FileName}.{Environment.ProcessId}.tmp");

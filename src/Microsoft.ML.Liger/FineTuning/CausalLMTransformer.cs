@@ -57,6 +57,33 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     /// <summary>Mean loss per response token of <paramref name="response"/> after <paramref name="prompt"/> (NaN when nothing is scored).</summary>
     public double Score(string prompt, string response) => Loss(encoder.PromptResponse(prompt, response));
 
+    /// <summary>
+    /// The log-probability of <paramref name="response"/> following <paramref name="prompt"/>, both formatted as in
+    /// training (the response closed by EOS or the end-of-turn marker, which counts as one of its tokens): the sum over
+    /// the response's tokens of log p(token | everything before it), or their mean when <paramref name="average"/>.
+    /// Computed from the final hidden states with lm_head applied chunk by chunk (no logits kept). Compare two responses
+    /// to one prompt for a preference margin. A sequence longer than <see cref="CausalLMModelInfo.MaxContextLength"/>
+    /// keeps its start; NaN when no response token fits.
+    /// </summary>
+    public double LogProbability(string prompt, string response, bool average = false)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(response);
+        var example = encoder.PromptResponse(prompt, response);
+        int length = Math.Min(example.Tokens.Length, Info.MaxContextLength);
+        if (length - Math.Max(1, example.PromptLength) <= 0)
+            return double.NaN;
+        // Shifted targets: position t holds token t + 1 when that token belongs to the response.
+        var targets = Enumerable.Range(0, length)
+            .Select(t => t + 1 < length && t + 1 >= example.PromptLength ? (long)example.Tokens[t + 1] : -100L).ToArray();
+        return InEvalMode(device =>
+        {
+            var input = new CausalLMInput { InputIds = tensor(example.Tokens.Take(length).Select(i => (long)i).ToArray(), [1, length], device: device) };
+            using var logProbs = Model.SequenceLogProbs(input, tensor(targets, [1, length], device: device), average);
+            return logProbs.to(ScalarType.Float64).item<double>();
+        });
+    }
+
     /// <summary>Mean loss per token of <paramref name="text"/>.</summary>
     public double ScoreText(string text) => Loss(encoder.Text(text));
 

@@ -56,13 +56,22 @@ internal sealed class ExampleEncoder
     public TokenizedExample PromptResponse(string prompt, string response)
     {
         int[] head = Prompt(prompt);
+        return new TokenizedExample([.. head, .. Response(response)], head.Length);
+    }
+
+    /// <summary>The response as it follows its prompt: its tokens, closed by the end-of-turn marker or EOS (never empty).</summary>
+    public int[] Response(string response)
+    {
         var tail = new List<int>(tokenizer.Encode(response, addSpecialTokens: false));
         if (useChatTemplate && tokenizer.ChatTemplate is { EndOfTurn.Length: > 0 } template)
             tail.AddRange(tokenizer.Encode(template.EndOfTurn, addSpecialTokens: false));
         if (tail.Count == 0 || !stopIds.Contains(tail[^1]))
             tail.Add(EndTokenId);
-        return new TokenizedExample([.. head, .. tail], head.Length);
+        return [.. tail];
     }
+
+    /// <summary>The tokenizer's BOS id, or null.</summary>
+    public int? BosTokenId => tokenizer.BosTokenId;
 
     /// <summary>Text for language modelling, followed by EOS; the loss goes on every token.</summary>
     public TokenizedExample Text(string text)

@@ -47,15 +47,13 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         if (untrainable > 0)
             channel.Warning(MessageSensitivity.None, $"{untrainable} of {train.Count} rows have no target token within MaxContextLength = {options.MaxContextLength} (the prompt fills it); they add nothing.");
 
-        var device = ResolveDevice();
-        var dtype = ResolvePrecision(device);
-        var model = BuildModel(tokenizer, device, dtype);
+        var device = ModelSetup.ResolveDevice(options.Device, catalog);
+        var dtype = ModelSetup.ResolvePrecision(options.Precision, device);
+        var model = ModelSetup.Build(options.BaseModelPath, options.Architecture, options.ArchitectureOverrides, tokenizer, options.Kernels, options.Seed, device, dtype);
         try
         {
-            if (model.Config.VocabSize < tokenizer.VocabularySize)
-                throw new ArgumentException(
-                    $"The tokenizer has {tokenizer.VocabularySize} tokens but the model's vocab_size is {model.Config.VocabSize}.", nameof(options.Tokenizer));
-            channel.Info(MessageSensitivity.None, $"Fine-tuning {model.Config.ModelType} ({Parameters(model) / 1e6:F1} M parameters) on {device}, {dtype}, kernels: {model.AppliedKernels}; " +
+            ModelSetup.CheckVocabulary(model, tokenizer);
+            channel.Info(MessageSensitivity.None, $"Fine-tuning {model.Config.ModelType} ({ModelSetup.Parameters(model) / 1e6:F1} M parameters) on {device}, {dtype}, kernels: {model.AppliedKernels}; " +
                          $"{train.Count} {format} rows ({train.Sum(e => (long)e.Tokens.Length)} tokens).");
             var info = Info(format, model, tokenizer);
             var result = Train(host, channel, model, tokenizer, info, encoder, train, validation);
@@ -141,54 +139,6 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         return examples;
     }
 
-    private Device ResolveDevice()
-    {
-        if (options.Device is not { } name)
-            return catalog.Device;
-        try
-        {
-            var device = torch.device(name);
-            if (device.type == DeviceType.CUDA && !torch.cuda.is_available())
-                throw new ArgumentException($"Option 'Device' is '{name}' but CUDA is not available here.", nameof(options.Device));
-            return device;
-        }
-        catch (Exception e) when (e is not ArgumentException)
-        {
-            throw new ArgumentException($"Option 'Device' is '{name}', which is not a torch device (\"cpu\", \"cuda\", \"cuda:1\").", nameof(options.Device), e);
-        }
-    }
-
-    private ScalarType ResolvePrecision(Device device) => options.Precision switch
-    {
-        TrainingPrecision.Float32 => ScalarType.Float32,
-        TrainingPrecision.BFloat16 => ScalarType.BFloat16,
-        _ => device.type == DeviceType.CUDA ? ScalarType.BFloat16 : ScalarType.Float32,
-    };
-
-    private CausalLM BuildModel(CausalLMTokenizer tokenizer, Device device, ScalarType dtype)
-    {
-        var modelOptions = new CausalLMOptions { Kernels = options.Kernels, DType = dtype, Device = device, Seed = options.Seed };
-        if (options.BaseModelPath is { } path)
-            return CausalLM.FromPretrained(path, modelOptions);
-        var config = CausalLMArchitectures.Create(options.Architecture, tokenizer.VocabularySize, WithTokens(tokenizer));
-        var model = new CausalLM(config, modelOptions);
-        model.InitializeWeights(options.Seed);
-        return model;
-    }
-
-    /// <summary>The architecture's overrides, plus the tokenizer's special ids so the saved config.json names them.</summary>
-    private Dictionary<string, object?> WithTokens(CausalLMTokenizer tokenizer)
-    {
-        var fields = new Dictionary<string, object?>();
-        if (tokenizer.BosTokenId is int bos) fields["bos_token_id"] = (long)bos;
-        if (tokenizer.EosTokenIds.Count > 0) fields["eos_token_id"] = (long)tokenizer.EosTokenIds.Min();
-        if (tokenizer.PadTokenId is int pad && !tokenizer.EosTokenIds.Contains(pad)) fields["pad_token_id"] = (long)pad;
-        if (options.ArchitectureOverrides is not null)
-            foreach (var (key, value) in options.ArchitectureOverrides)
-                fields[key] = value;
-        return fields;
-    }
-
     private CausalLMModelInfo Info(DataFormat format, CausalLM model, CausalLMTokenizer tokenizer) => new()
     {
         DataFormat = format,
@@ -244,6 +194,4 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         StepLosses = run.StepLosses.ToList(),
         EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
     };
-
-    private static long Parameters(CausalLM model) => model.parameters().Sum(p => p.numel());
 }

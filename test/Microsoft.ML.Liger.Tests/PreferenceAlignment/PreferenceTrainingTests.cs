@@ -1,0 +1,54 @@
+using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.Training;
+
+namespace Microsoft.ML.Liger.Tests.PreferenceAlignment;
+
+/// <summary>End-to-end preference alignment on the CPU: every algorithm learns a checkable preference.</summary>
+[TestClass]
+public sealed class PreferenceTrainingTests
+{
+    public TestContext TestContext { get; set; } = null!;
+
+    [TestMethod]
+    [DataRow(PreferenceAlgorithm.Orpo), DataRow(PreferenceAlgorithm.Dpo), DataRow(PreferenceAlgorithm.Cpo), DataRow(PreferenceAlgorithm.SimPo), DataRow(PreferenceAlgorithm.Kto)]
+    public void EveryAlgorithm_LearnsTheCheckablePreference(PreferenceAlgorithm algorithm)
+    {
+        var ml = new MLContext(seed: 1);
+        var pairs = PreferenceFixtures.Pairs(48, seed: 11);
+        var reports = new List<TrainingProgress>();
+        var options = PreferenceFixtures.Options(algorithm, o =>
+        {
+            o.MaxSteps = 24;
+            o.OnProgress = reports.Add;
+        });
+        (double Margin, double Accuracy) before = default;
+        var estimator = ml.Liger().PreferenceAlignment(options);
+        estimator.InspectModels = (when, policy, _) =>
+        {
+            if (when == "start")
+                before = PreferenceFixtures.Preference(new CausalLMTransformer(policy, options.Tokenizer!, new CausalLMModelInfo { DataFormat = DataFormat.PromptResponse }), pairs);
+        };
+        var data = algorithm == PreferenceAlgorithm.Kto
+            ? ml.Data.LoadFromEnumerable(pairs.Select(p => new KtoRow { Prompt = p.Prompt, Completion = p.Chosen, Label = true })
+                .Concat(pairs.Select(p => new KtoRow { Prompt = p.Prompt, Completion = p.Rejected, Label = false })))
+            : ml.Data.LoadFromEnumerable(pairs);
+        using var model = estimator.Fit(data);
+        var after = PreferenceFixtures.Preference(model, pairs);
+        TestContext.WriteLine($"{algorithm}: margin {before.Margin:F3} -> {after.Margin:F3}, accuracy {before.Accuracy:P0} -> {after.Accuracy:P0}");
+        foreach (var r in reports.Where((_, i) => i % 6 == 0 || i == reports.Count - 1))
+            TestContext.WriteLine(r.ToString());
+
+        Assert.IsGreaterThan(before.Margin + 5.0, after.Margin, $"{algorithm}: the mean log-prob margin of chosen over rejected rises by more than 5 nats");
+        Assert.IsGreaterThanOrEqualTo(0.95, after.Accuracy, $"{algorithm}: at least 95% of the pairs prefer the chosen response after training");
+        Assert.AreEqual(algorithm, model.Info.Alignment!.Algorithm);
+        var first = reports[0].Metrics!;
+        var last = reports[^1].Metrics!;
+        Assert.IsGreaterThan(first["rewards/margins"], last["rewards/margins"], "the reported reward margin rises");
+        string[] expected = algorithm == PreferenceAlgorithm.Kto
+            ? ["rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected", "kl"]
+            : ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"];
+        foreach (var name in expected)
+            Assert.IsTrue(last.ContainsKey(name), $"{algorithm} reports {name}");
+        Assert.AreEqual(algorithm is PreferenceAlgorithm.Orpo or PreferenceAlgorithm.Cpo, last.ContainsKey("nll_loss"), "nll_loss is reported when the NLL term is on");
+    }
+}
