@@ -51,4 +51,31 @@ public sealed class PreferenceTrainingTests
             Assert.IsTrue(last.ContainsKey(name), $"{algorithm} reports {name}");
         Assert.AreEqual(algorithm is PreferenceAlgorithm.Orpo or PreferenceAlgorithm.Cpo, last.ContainsKey("nll_loss"), "nll_loss is reported when the NLL term is on");
     }
+
+    [TestMethod]
+    public void ValidationSet_IsEvaluated_WithTheLossAndMetrics_AndItsLossDrops()
+    {
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { lock (log) log.Add(e.Message); };
+        var reports = new List<TrainingProgress>();
+        var options = PreferenceFixtures.Options(PreferenceAlgorithm.Dpo, o =>
+        {
+            o.MaxSteps = 16;
+            o.EvalInterval = 4;
+            o.ValidationSet = ml.Data.LoadFromEnumerable(PreferenceFixtures.Pairs(12, seed: 98));
+            o.OnProgress = reports.Add;
+        });
+        using var model = ml.Liger().PreferenceAlignment(options).Fit(ml.Data.LoadFromEnumerable(PreferenceFixtures.Pairs(40, seed: 97)));
+        var evals = reports.Where(r => r.EvalLoss is not null).ToList();
+        CollectionAssert.AreEqual(new[] { 4, 8, 12, 16 }, evals.Select(r => r.Step).ToArray());
+        CollectionAssert.AreEqual(evals.Select(r => r.EvalLoss!.Value).ToArray(), model.Info.EvalLosses.Select(e => e.Loss).ToArray());
+        Assert.IsLessThan(evals[0].EvalLoss!.Value, evals[^1].EvalLoss!.Value, "validation DPO loss drops");
+        Assert.IsLessThan(Math.Log(2), evals[0].EvalLoss!.Value, "below ln 2 (policy = reference) after 4 steps");
+        var metrics = evals[^1].Metrics!;
+        Assert.IsTrue(metrics["rewards/accuracies"] is >= 0 and <= 1);
+        Assert.AreEqual(metrics["rewards/chosen"] - metrics["rewards/rejected"], metrics["rewards/margins"], 1e-5 * Math.Max(1, Math.Abs(metrics["rewards/margins"])), "margins = chosen − rejected (float32 rewards)");
+        lock (log)
+            Assert.IsTrue(log.Any(m => m.Contains("eval loss") && m.Contains("rewards/margins")), "evaluations reach ML.NET's log with their metrics");
+    }
 }
