@@ -17,8 +17,20 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     private readonly object gate = new();
     private readonly ExampleEncoder encoder;
 
-    internal CausalLMTransformer(CausalLM model, CausalLMTokenizer tokenizer, CausalLMModelInfo info)
+    /// <summary>
+    /// Wraps a model (for example one loaded with <see cref="CausalLM.FromPretrained"/>, before any training) for
+    /// generation, scoring and <see cref="Transform"/>. The transformer then owns the model: <see cref="Dispose"/> frees it.
+    /// </summary>
+    /// <param name="model">The model.</param>
+    /// <param name="tokenizer">Its tokenizer.</param>
+    /// <param name="info">Columns and formats; null: prompt/response rows in the "Prompt" and "Response" columns, no chat template.</param>
+    public CausalLMTransformer(CausalLM model, CausalLMTokenizer tokenizer, CausalLMModelInfo? info = null)
     {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        info ??= new CausalLMModelInfo { DataFormat = DataFormat.PromptResponse, Kernels = model.Options.Kernels };
+        if (info.DataFormat == DataFormat.Auto)
+            throw new ArgumentException("info.DataFormat must be Text or PromptResponse (the format the rows are in), not Auto.", nameof(info));
         Model = model;
         Tokenizer = tokenizer;
         Info = info;

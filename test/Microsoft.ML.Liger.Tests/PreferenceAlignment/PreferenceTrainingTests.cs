@@ -25,8 +25,9 @@ public sealed class PreferenceTrainingTests
         var estimator = ml.Liger().PreferenceAlignment(options);
         estimator.InspectModels = (when, policy, _) =>
         {
+            // Not disposed: the wrapper would free the policy, which trains next.
             if (when == "start")
-                before = PreferenceFixtures.Preference(new CausalLMTransformer(policy, options.Tokenizer!, new CausalLMModelInfo { DataFormat = DataFormat.PromptResponse }), pairs);
+                before = PreferenceFixtures.Preference(new CausalLMTransformer(policy, options.Tokenizer!), pairs);
         };
         var data = algorithm == PreferenceAlgorithm.Kto
             ? ml.Data.LoadFromEnumerable(pairs.Select(p => new KtoRow { Prompt = p.Prompt, Completion = p.Chosen, Label = true })
