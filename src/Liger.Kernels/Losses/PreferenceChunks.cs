@@ -22,6 +22,12 @@ namespace Liger.Kernels.Losses;
 /// </summary>
 internal static class PreferenceChunks
 {
+    /// <summary>
+    /// Whether CPU runs drop the positions without a target before lm_head (true; a GPU run never does). Tests turn
+    /// it off to run the GPU's all-rows arithmetic on the CPU paths.
+    /// </summary>
+    internal static bool DropIgnoredOnCpu { get; set; } = true;
+
     /// <summary>Which gradients to compute.</summary>
     internal readonly record struct Wanted(bool Hidden, bool Weight, bool Bias)
     {
@@ -90,7 +96,7 @@ internal static class PreferenceChunks
         long n = hidden.shape[0], length = hidden.shape[1], size = hidden.shape[2], vocab = weight.shape[0];
         var device = hidden.device;
         bool gradients = wanted.Any && objective is not null;
-        bool cpu = device.type == DeviceType.CPU;
+        bool dropIgnored = DropIgnoredOnCpu && device.type == DeviceType.CPU;
         var ce = new CrossEntropyOptions { IgnoreIndex = options.IgnoreIndex, Softcap = options.Softcap, Reduction = CrossEntropyReduction.None };
         int flags = CrossEntropyOp.Flags(ce, gradients, argmax: false);
         var accumulation = options.AccumulateInFloat32 ? ScalarType.Float32 : weight.dtype;
@@ -133,7 +139,7 @@ internal static class PreferenceChunks
             // On the CPU the positions without a target are dropped before lm_head (reading the targets on the host
             // is free there): they add nothing to the loss or the gradients. On a GPU it would cost a synchronisation.
             Tensor? kept = null;
-            if (cpu)
+            if (dropIgnored)
             {
                 var keep = ys.ne(options.IgnoreIndex).nonzero().squeeze(1);
                 if (keep.shape[0] < ys.shape[0])
