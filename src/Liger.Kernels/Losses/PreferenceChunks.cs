@@ -103,7 +103,7 @@ internal static class PreferenceChunks
 
         using var targets = target.reshape(-1).contiguous();
         using var totals = CrossEntropyOp.Totals(targets, null, options.IgnoreIndex, vocab);
-        var counts = target.ne(options.IgnoreIndex).sum(1, type: ScalarType.Float64);   // target tokens per sequence
+        var counts = target.NotEqualTo(options.IgnoreIndex).sum(1, type: ScalarType.Float64);   // target tokens per sequence
         long pairs = n / 2;
         bool nll = paired && options.ComputeNllLoss;
         using var nllTokens = nll ? counts.narrow(0, 0, pairs).sum() : null;
@@ -141,7 +141,7 @@ internal static class PreferenceChunks
             Tensor? kept = null;
             if (dropIgnored)
             {
-                var keep = ys.ne(options.IgnoreIndex).nonzero().squeeze(1);
+                var keep = ys.NotEqualTo(options.IgnoreIndex).nonzero().squeeze(1);
                 if (keep.shape[0] < ys.shape[0])
                 {
                     kept = keep;
@@ -152,7 +152,7 @@ internal static class PreferenceChunks
             }
 
             var logits = biasD is null ? xs.mm(weightT) : addmm(biasD, xs, weightT, beta: 1, alpha: 1);
-            var rowMask = ys.ne(options.IgnoreIndex);
+            var rowMask = ys.NotEqualTo(options.IgnoreIndex);
             var rowLogitSums = logits.sum(1, type: ScalarType.Float64).FilledWhere(rowMask.logical_not(), 0.0);
             var rows = CrossEntropyOp.RowLosses(logits, gradients ? logits : null, ys, null, totals, ce, flags);
             rows.ZLoss.Dispose();
@@ -178,7 +178,7 @@ internal static class PreferenceChunks
             Tensor? chosenRow = null;
             if (nll)
             {
-                chosenRow = rowSequence.lt(k);   // the chunk's first k sequences are the chosen ones
+                chosenRow = rowSequence.LessThan(k);   // the chunk's first k sequences are the chosen ones
                 nllLoss.add_(tokenLoss.FilledWhere(chosenRow.logical_not(), 0.0).sum() / nllTokens!);
             }
             if (!gradients)
