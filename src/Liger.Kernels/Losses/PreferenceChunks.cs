@@ -153,7 +153,9 @@ internal static class PreferenceChunks
 
             var logits = biasD is null ? xs.mm(weightT) : addmm(biasD, xs, weightT, beta: 1, alpha: 1);
             var rowMask = ys.NotEqualTo(options.IgnoreIndex);
-            var rowLogitSums = logits.sum(1, type: ScalarType.Float64).FilledWhere(rowMask.logical_not(), 0.0);
+            // Summed in float32: torch reduces bf16 into float32 directly on CUDA, but into float64 only after
+            // converting the whole chunk to float64 (4 GiB for a 1 GiB bf16 chunk: it was the peak of the first GPU run).
+            var rowLogitSums = logits.sum(1, type: ScalarType.Float32).to(ScalarType.Float64).FilledWhere(rowMask.logical_not(), 0.0);
             var rows = CrossEntropyOp.RowLosses(logits, gradients ? logits : null, ys, null, totals, ce, flags);
             rows.ZLoss.Dispose();
             var tokenLoss = rows.Loss.to(ScalarType.Float64);   // −log p of each row's target; 0 where ignored
