@@ -111,7 +111,7 @@ internal sealed class DpoObjective(long pairs, DpoLossOptions options) : PairedO
                 {
                     var margin = OneMinus(z);
                     loss = margin.relu();
-                    byZ = margin.gt(0.0).to(ScalarType.Float64).neg();   // relu'(0) = 0, as torch
+                    byZ = margin.relu().sign().neg();   // −1 where the margin is positive; relu'(0) = 0, as torch
                 }
                 else if (options.LossType == DpoLossType.Robust)
                 {

@@ -41,8 +41,8 @@ public static class LigerFusedLinearPreferenceLoss
         var run = Run(hidden, weight, target, bias, options, objective, referenceLogProbs);
         long vocab = weight.shape[0];
         using var scope = NewDisposeScope();
-        var chosen = run.LogitsSum.narrow(0, 0, pairs).sum() / (run.Counts.narrow(0, 0, pairs).sum() * vocab);
-        var rejected = run.LogitsSum.narrow(0, pairs, pairs).sum() / (run.Counts.narrow(0, pairs, pairs).sum() * vocab);
+        var chosen = run.LogitsSum.narrow(0, 0, pairs).sum() / run.Counts.narrow(0, 0, pairs).sum().Times(vocab);
+        var rejected = run.LogitsSum.narrow(0, pairs, pairs).sum() / run.Counts.narrow(0, pairs, pairs).sum().Times(vocab);
         var result = new PreferenceLossResult(run.Loss,
             Metric(run.LogProbs.narrow(0, 0, pairs)), Metric(run.LogProbs.narrow(0, pairs, pairs)),
             Metric(run.Rewards.narrow(0, 0, pairs)), Metric(run.Rewards.narrow(0, pairs, pairs)),

@@ -67,7 +67,9 @@ public static class LigerFusedLinearKtoLoss
             : kl.detach().to(ScalarType.Float64).reshape(-1).expand(n).contiguous();
         using var run = LigerFusedLinearPreferenceLoss.Run(hidden, weight, target, bias, options,
             new KtoObjective(n, options, labels, klValue), referenceLogProbs);
-        using var perToken = run.Counts * weight.shape[0];
+        // A scope of our own: Metric moves its results out of the innermost scope, which must be this one.
+        using var scope = NewDisposeScope();
+        using var perToken = run.Counts.Times(weight.shape[0]);
         return new KtoLossResult(run.Loss, LigerFusedLinearPreferenceLoss.Metric(run.LogProbs), LigerFusedLinearPreferenceLoss.Metric(run.Rewards),
             LigerFusedLinearPreferenceLoss.Metric(run.LogitsSum / perToken),
             LigerFusedLinearPreferenceLoss.Metric(kl is null ? zeros(1, dtype: ScalarType.Float64, device: hidden.device).squeeze() : klValue.mean()));

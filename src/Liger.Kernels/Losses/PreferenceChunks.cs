@@ -22,6 +22,12 @@ namespace Liger.Kernels.Losses;
 /// </summary>
 internal static class PreferenceChunks
 {
+    /// <summary>
+    /// Whether CPU runs drop the positions without a target before lm_head (true; a GPU run never does). Tests turn
+    /// it off to run the GPU's all-rows arithmetic on the CPU paths.
+    /// </summary>
+    internal static bool DropIgnoredOnCpu { get; set; } = true;
+
     /// <summary>Which gradients to compute.</summary>
     internal readonly record struct Wanted(bool Hidden, bool Weight, bool Bias)
     {
@@ -90,14 +96,14 @@ internal static class PreferenceChunks
         long n = hidden.shape[0], length = hidden.shape[1], size = hidden.shape[2], vocab = weight.shape[0];
         var device = hidden.device;
         bool gradients = wanted.Any && objective is not null;
-        bool cpu = device.type == DeviceType.CPU;
+        bool dropIgnored = DropIgnoredOnCpu && device.type == DeviceType.CPU;
         var ce = new CrossEntropyOptions { IgnoreIndex = options.IgnoreIndex, Softcap = options.Softcap, Reduction = CrossEntropyReduction.None };
         int flags = CrossEntropyOp.Flags(ce, gradients, argmax: false);
         var accumulation = options.AccumulateInFloat32 ? ScalarType.Float32 : weight.dtype;
 
         using var targets = target.reshape(-1).contiguous();
         using var totals = CrossEntropyOp.Totals(targets, null, options.IgnoreIndex, vocab);
-        var counts = target.ne(options.IgnoreIndex).sum(1, type: ScalarType.Float64);   // target tokens per sequence
+        var counts = target.NotEqualTo(options.IgnoreIndex).sum(1, type: ScalarType.Float64);   // target tokens per sequence
         long pairs = n / 2;
         bool nll = paired && options.ComputeNllLoss;
         using var nllTokens = nll ? counts.narrow(0, 0, pairs).sum() : null;
@@ -133,9 +139,9 @@ internal static class PreferenceChunks
             // On the CPU the positions without a target are dropped before lm_head (reading the targets on the host
             // is free there): they add nothing to the loss or the gradients. On a GPU it would cost a synchronisation.
             Tensor? kept = null;
-            if (cpu)
+            if (dropIgnored)
             {
-                var keep = ys.ne(options.IgnoreIndex).nonzero().squeeze(1);
+                var keep = ys.NotEqualTo(options.IgnoreIndex).nonzero().squeeze(1);
                 if (keep.shape[0] < ys.shape[0])
                 {
                     kept = keep;
@@ -146,8 +152,10 @@ internal static class PreferenceChunks
             }
 
             var logits = biasD is null ? xs.mm(weightT) : addmm(biasD, xs, weightT, beta: 1, alpha: 1);
-            var rowMask = ys.ne(options.IgnoreIndex);
-            var rowLogitSums = logits.sum(1, type: ScalarType.Float64).FilledWhere(rowMask.logical_not(), 0.0);
+            var rowMask = ys.NotEqualTo(options.IgnoreIndex);
+            // Summed in float32: torch reduces bf16 into float32 directly on CUDA, but into float64 only after
+            // converting the whole chunk to float64 (4 GiB for a 1 GiB bf16 chunk: it was the peak of the first GPU run).
+            var rowLogitSums = logits.sum(1, type: ScalarType.Float32).to(ScalarType.Float64).FilledWhere(rowMask.logical_not(), 0.0);
             var rows = CrossEntropyOp.RowLosses(logits, gradients ? logits : null, ys, null, totals, ce, flags);
             rows.ZLoss.Dispose();
             var tokenLoss = rows.Loss.to(ScalarType.Float64);   // −log p of each row's target; 0 where ignored
@@ -172,7 +180,7 @@ internal static class PreferenceChunks
             Tensor? chosenRow = null;
             if (nll)
             {
-                chosenRow = rowSequence.lt(k);   // the chunk's first k sequences are the chosen ones
+                chosenRow = rowSequence.LessThan(k);   // the chunk's first k sequences are the chosen ones
                 nllLoss.add_(tokenLoss.FilledWhere(chosenRow.logical_not(), 0.0).sum() / nllTokens!);
             }
             if (!gradients)

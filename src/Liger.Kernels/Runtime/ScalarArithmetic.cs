@@ -68,6 +68,20 @@ public static class ScalarArithmetic
         return tensor.masked_fill(mask, s);
     }
 
+    /// <summary>Where <paramref name="tensor"/> differs from <paramref name="value"/> (bool).</summary>
+    public static Tensor NotEqualTo(this Tensor tensor, long value)
+    {
+        using Scalar s = value;
+        return tensor.ne(s);
+    }
+
+    /// <summary>Where <paramref name="tensor"/> is below <paramref name="value"/> (bool).</summary>
+    public static Tensor LessThan(this Tensor tensor, long value)
+    {
+        using Scalar s = value;
+        return tensor.lt(s);
+    }
+
     /// <summary>cap · tanh(x / cap): Gemma's soft capping.</summary>
     public static Tensor SoftCapped(this Tensor tensor, double cap) => tensor.DividedBy(cap).tanh().Times(cap);
 
