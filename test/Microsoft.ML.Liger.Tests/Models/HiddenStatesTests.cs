@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
@@ -29,9 +30,9 @@ public sealed class HiddenStatesTests
 
         var hidden = model.HiddenStates(batch.Input);
         CollectionAssert.AreEqual(new long[] { 3, 9, model.Config.HiddenSize }, hidden.shape, "(B, T, H)");
-        var logits = nn.functional.linear(hidden / model.LogitsScaling, model.LmHeadWeight);
+        var logits = nn.functional.linear(hidden.DividedBy(model.LogitsScaling), model.LmHeadWeight);
         if (model.FinalLogitSoftcap is double cap)
-            logits = (logits / cap).tanh() * cap;
+            logits = logits.DividedBy(cap).tanh().Times(cap);
         ModelAssert.Close(output.Logits!, logits, 1e-5, $"{name}: lm_head over the hidden states (seed {seed})");
         Assert.AreEqual(name == "granite" ? 4.0 : 1.0, model.LogitsScaling, "Granite's logits_scaling");
         Assert.AreEqual(name == "gemma2" ? 3.0 : null, model.FinalLogitSoftcap, "Gemma 2's final_logit_softcapping");
