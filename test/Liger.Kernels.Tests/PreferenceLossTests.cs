@@ -119,7 +119,7 @@ public sealed class PreferenceLossTests
                 "simpo" => new SimPoLossOptions { Beta = c.Beta, Gamma = c.Gamma, LabelSmoothing = c.LabelSmoothing },
                 _ => new DpoLossOptions
                 {
-                    Beta = c.Beta, AverageLogProb = c.Average, ComputeNllLoss = c.Nll, LabelSmoothing = c.LabelSmoothing,
+                    Beta = c.Beta, AverageLogProb = c.Average && c.DpoType != "ipo", ComputeNllLoss = c.Nll, LabelSmoothing = c.LabelSmoothing,   // IPO averages by itself
                     LossType = c.DpoType switch
                     {
                         "hinge" => DpoLossType.Hinge, "ipo" => DpoLossType.Ipo, "robust" => DpoLossType.Robust,

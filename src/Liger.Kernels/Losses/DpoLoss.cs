@@ -56,13 +56,8 @@ public static class LigerFusedLinearDpoLoss
     /// <param name="bias">lm_head's bias, or null.</param>
     /// <param name="options">Null: the defaults.</param>
     public static PreferenceLossResult Apply(Tensor hidden, Tensor weight, Tensor target, PreferenceReference? reference,
-        Tensor? bias = null, DpoLossOptions? options = null)
-    {
-        options ??= new DpoLossOptions();
-        if (options.LossType == DpoLossType.Ipo)
-            options = options with { AverageLogProb = true };
-        return LigerFusedLinearPreferenceLoss.Apply(hidden, weight, target, options, bias, reference);
-    }
+        Tensor? bias = null, DpoLossOptions? options = null) =>
+        LigerFusedLinearPreferenceLoss.Apply(hidden, weight, target, options ?? new DpoLossOptions(), bias, reference);
 }
 
 /// <summary>DPO's variants and their derivatives by the chosen and rejected log-probs.</summary>

@@ -24,6 +24,8 @@ public static class LigerFusedLinearPreferenceLoss
         Tensor? bias = null, PreferenceReference? reference = null)
     {
         ArgumentNullException.ThrowIfNull(options);
+        if (options is DpoLossOptions { LossType: DpoLossType.Ipo, AverageLogProb: false } ipo)
+            options = ipo with { AverageLogProb = true };   // IPO is defined on per-token averages (as TRL computes it)
         PreferenceChunks.Validate(hidden, weight, target, bias, options, paired: true);
         long pairs = hidden.shape[0] / 2;
         SequenceObjective objective = options switch

@@ -3,6 +3,9 @@ namespace Microsoft.ML.Liger.Training;
 /// <summary>The order examples are visited in one epoch: a shuffle fixed by (seed, epoch) alone.</summary>
 internal static class EpochOrder
 {
+    /// <summary>Names the shuffle in a checkpoint's run shape: a resume under another shuffle would not continue the run.</summary>
+    public const string Version = "splitmix64-seeded";
+
     /// <summary>
     /// 0..<paramref name="count"/>−1 shuffled by a generator seeded from (<paramref name="seed"/>, <paramref name="epoch"/>).
     /// System.Random with a seed is the same sequence on every platform and .NET version (its seeded legacy

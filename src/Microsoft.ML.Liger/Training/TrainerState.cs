@@ -45,6 +45,8 @@ internal sealed record TrainerState
         ["precision"] = precision,
         ["total_steps"] = totalSteps.ToString(),
         ["data"] = dataFingerprint,
+        // Checkpoints written before the order was made process-independent lack this key, so a resume from one is refused.
+        ["data_order"] = EpochOrder.Version,
     };
 }
 
