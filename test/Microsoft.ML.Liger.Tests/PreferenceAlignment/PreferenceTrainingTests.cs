@@ -11,7 +11,23 @@ public sealed class PreferenceTrainingTests
 
     [TestMethod]
     [DataRow(PreferenceAlgorithm.Orpo), DataRow(PreferenceAlgorithm.Dpo), DataRow(PreferenceAlgorithm.Cpo), DataRow(PreferenceAlgorithm.SimPo), DataRow(PreferenceAlgorithm.Kto)]
-    public void EveryAlgorithm_LearnsTheCheckablePreference(PreferenceAlgorithm algorithm)
+    public void EveryAlgorithm_LearnsTheCheckablePreference(PreferenceAlgorithm algorithm) => Learns(algorithm, null);
+
+    /// <summary>The same on the GPU in bf16 with fp32 master weights (Precision Auto): the CUDA kernels under the estimator.</summary>
+    [TestMethod]
+    [DataRow(PreferenceAlgorithm.Orpo), DataRow(PreferenceAlgorithm.Dpo), DataRow(PreferenceAlgorithm.Cpo), DataRow(PreferenceAlgorithm.SimPo), DataRow(PreferenceAlgorithm.Kto)]
+    public void EveryAlgorithm_LearnsOnCudaInBf16(PreferenceAlgorithm algorithm)
+    {
+        if (!TorchSharp.torch.cuda.is_available())
+            Assert.Inconclusive("no CUDA device: the bf16 preference runs are for the GPU host");
+        Learns(algorithm, o =>
+        {
+            o.Device = "cuda";
+            o.Precision = TrainingPrecision.Auto;
+        });
+    }
+
+    private void Learns(PreferenceAlgorithm algorithm, Action<PreferenceAlignmentOptions>? change)
     {
         var ml = new MLContext(seed: 1);
         var pairs = PreferenceFixtures.Pairs(48, seed: 11);
@@ -20,6 +36,7 @@ public sealed class PreferenceTrainingTests
         {
             o.MaxSteps = 24;
             o.OnProgress = reports.Add;
+            change?.Invoke(o);
         });
         (double Margin, double Accuracy) before = default;
         var estimator = ml.Liger().PreferenceAlignment(options);
@@ -42,6 +59,8 @@ public sealed class PreferenceTrainingTests
         Assert.IsGreaterThan(before.Margin + 5.0, after.Margin, $"{algorithm}: the mean log-prob margin of chosen over rejected rises by more than 5 nats");
         Assert.IsGreaterThanOrEqualTo(0.95, after.Accuracy, $"{algorithm}: at least 95% of the pairs prefer the chosen response after training");
         Assert.AreEqual(algorithm, model.Info.Alignment!.Algorithm);
+        if (change is not null)
+            Assert.AreEqual(TorchSharp.torch.ScalarType.BFloat16, model.Model.LmHeadWeight.dtype, "Auto trains in bf16 on the GPU");
         var first = reports[0].Metrics!;
         var last = reports[^1].Metrics!;
         Assert.IsGreaterThan(first["rewards/margins"], last["rewards/margins"], "the reported reward margin rises");
