@@ -1,5 +1,6 @@
 using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.Sweeps;
 using TorchSharp;
 
 namespace Microsoft.ML.Liger;
@@ -69,6 +70,17 @@ public sealed class LigerCatalog
                 $"Orpo() runs ORPO, but option 'Algorithm' is {algorithm}: leave it null (or Orpo), or call PreferenceAlignment(options).",
                 nameof(PreferenceAlignmentOptions.Algorithm));
         return new PreferenceAlignmentEstimator(this, options, PreferenceAlgorithm.Orpo);
+    }
+
+    /// <summary>
+    /// A sweep of short fine-tuning trials (AutoML-style: search space, tuner, trial and time budgets) starting from
+    /// <paramref name="baseOptions"/>: <c>mlContext.Liger().CreateSweep(options).SetDataset(train, validation).RunAsync()</c>.
+    /// The options are copied for each trial when it starts, with the trial's point applied.
+    /// </summary>
+    public SweepExperiment CreateSweep(FineTuneCausalLMOptions baseOptions)
+    {
+        ArgumentNullException.ThrowIfNull(baseOptions);
+        return new SweepExperiment(this, baseOptions);
     }
 
     /// <summary>

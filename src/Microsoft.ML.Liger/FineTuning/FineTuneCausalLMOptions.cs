@@ -68,6 +68,9 @@ public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions
     /// <summary>A torch device ("cpu", "cuda", "cuda:1"); null: cuda:<see cref="MLContext.GpuDeviceId"/> when set and available, else the CPU.</summary>
     public string? Device { get; set; }
 
+    /// <summary>A shallow copy (a sweep's trial changes its copy's scalar options; the tokenizer and data are shared).</summary>
+    internal FineTuneCausalLMOptions Copy() => (FineTuneCausalLMOptions)MemberwiseClone();
+
     /// <inheritdoc/>
     public override void Validate()
     {
