@@ -281,7 +281,7 @@ public static class LayerNormOp
         var xf = x.to(ScalarType.Float32);
         var mean = xf.mean([-1L]);
         var centered = xf - mean.unsqueeze(-1);
-        var rstd = rsqrt(centered.square().mean([-1L]) + eps);
+        var rstd = rsqrt(centered.Squared().mean([-1L]).Plus(eps));
         var yf = centered * rstd.unsqueeze(-1) * weight.to(ScalarType.Float32);
         if (bias is not null)
             yf = yf + bias.to(ScalarType.Float32);

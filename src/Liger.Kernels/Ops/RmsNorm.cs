@@ -240,13 +240,13 @@ public static class RmsNormOp
     {
         using var scope = NewDisposeScope();
         var xf = x.to(ScalarType.Float32);
-        var rstd = rsqrt(xf.square().mean([-1L]) + eps);
+        var rstd = rsqrt(xf.Squared().mean([-1L]).Plus(eps));
         var r = rstd.unsqueeze(-1);
         Tensor y = mode switch
         {
-            RmsNormCastingMode.Gemma => (xf * r * (weight.to(ScalarType.Float32) + offset)).to(x.dtype),
-            RmsNormCastingMode.Llama => (xf * r).to(x.dtype) * (weight + offset),
-            _ => x * r.to(x.dtype) * (weight + offset),
+            RmsNormCastingMode.Gemma => (xf * r * weight.to(ScalarType.Float32).Plus(offset)).to(x.dtype),
+            RmsNormCastingMode.Llama => (xf * r).to(x.dtype) * weight.Plus(offset),
+            _ => x * r.to(x.dtype) * weight.Plus(offset),
         };
         return (y.MoveToOuterDisposeScope(), rstd.MoveToOuterDisposeScope());
     }
@@ -258,10 +258,10 @@ public static class RmsNormOp
         var xf = x.to(ScalarType.Float32);
         var r = rstd.unsqueeze(-1);
         var m = mode == RmsNormCastingMode.Gemma
-            ? dy.to(ScalarType.Float32) * (weight.to(ScalarType.Float32) + offset)
-            : (dy * (weight + offset)).to(ScalarType.Float32);
+            ? dy.to(ScalarType.Float32) * weight.to(ScalarType.Float32).Plus(offset)
+            : (dy * weight.Plus(offset)).to(ScalarType.Float32);
         var dot = (m * xf).sum([-1L], keepdim: true);
-        var dx = (r * (m - r * r * dot / x.shape[1] * xf)).to(x.dtype);
+        var dx = (r * (m - (r * r * dot).DividedBy(x.shape[1]) * xf)).to(x.dtype);
         var dw = WeightGradTorch(dy, x, rstd, mode); // before dy may be overwritten below
         if (inPlace)
             dx = dy.copy_(dx);

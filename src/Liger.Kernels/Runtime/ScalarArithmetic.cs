@@ -26,6 +26,13 @@ public static class ScalarArithmetic
         return tensor.div(s);
     }
 
+    /// <summary><paramref name="tensor"/>², elementwise (TorchSharp's <c>square()</c> is <c>pow(2)</c> through an unheld Scalar).</summary>
+    public static Tensor Squared(this Tensor tensor)
+    {
+        using Scalar two = 2;
+        return tensor.pow(two);
+    }
+
     /// <summary><paramref name="tensor"/> + <paramref name="value"/>.</summary>
     public static Tensor Plus(this Tensor tensor, double value)
     {

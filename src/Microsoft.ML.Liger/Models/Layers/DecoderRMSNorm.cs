@@ -44,7 +44,7 @@ public sealed class DecoderRMSNorm : nn.Module<Tensor, Tensor>
                 Gemma ? RmsNormCastingMode.Gemma : RmsNormCastingMode.Llama);
         using var scope = NewDisposeScope();
         var x = input.to(ScalarType.Float32);
-        var normed = x * x.square().mean([-1L], keepdim: true).Plus(Eps).rsqrt();
+        var normed = x * x.Squared().mean([-1L], keepdim: true).Plus(Eps).rsqrt();
         var output = Gemma
             ? (normed * weight.to(ScalarType.Float32).Plus(1.0)).to(input.dtype)
             : weight * normed.to(input.dtype);
