@@ -91,7 +91,8 @@ public sealed class SweepResult
     /// <inheritdoc/>
     public override string ToString() => ToTable();
 
-    private static string Cell(object value) => value is double d ? d.ToString("G4", CultureInfo.InvariantCulture) : SearchDimension.Format(value);
+    private static string Cell(object value) =>
+        value is double d ? d.ToString("G4", CultureInfo.InvariantCulture) : SearchDimension.Format(value).ReplaceLineEndings(" ");
 
     private static bool IsNumber(string cell) => double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
 
