@@ -1,6 +1,7 @@
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Sweeps;
 using Microsoft.ML.Liger.Tests.FineTuning;
+using Microsoft.ML.Liger.Training;
 
 namespace Microsoft.ML.Liger.Tests.Sweeps;
 
@@ -63,5 +64,20 @@ public sealed class SweepEndToEndTests
 
         var saved = SweepResult.LoadJson(Path.Combine(output, "trials.json"));
         CollectionAssert.AreEqual(result.Trials.Select(t => t.EvalLoss).ToArray(), saved.Trials.Select(t => t.EvalLoss).ToArray());
+    }
+
+    [TestMethod]
+    [DataRow(1), DataRow(2), DataRow(7), DataRow(10)]
+    public void Throughput_IsTheMedianOfTheReports_WithoutTheFirst(int count)
+    {
+        var random = new Random(Random.Shared.Next());
+        var reports = Enumerable.Range(1, count)
+            .Select(i => new TrainingProgress(i, count, 0, 1, 1e-3, 1, i == 1 ? 1.0 : 1000 + 500 * random.NextDouble(), null, null)).ToList();
+        // The reference: sort the kept values and take the middle one (the mean of the middle two for an even count).
+        var kept = (count > 1 ? reports.Skip(1) : reports).Select(r => r.TokensPerSecond).OrderBy(v => v).ToList();
+        double expected = kept.Count % 2 == 1 ? kept[kept.Count / 2] : 0.5 * (kept[kept.Count / 2 - 1] + kept[kept.Count / 2]);
+        Assert.AreEqual(expected, FineTuneTrial.MedianThroughput(reports));
+        if (count > 1)
+            Assert.IsGreaterThanOrEqualTo(1000.0, FineTuneTrial.MedianThroughput(reports)!.Value, "the slow first report is left out");
     }
 }
