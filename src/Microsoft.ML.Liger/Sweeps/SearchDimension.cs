@@ -120,7 +120,7 @@ public sealed class SearchDimension
         {
             double t = pointsPerRange == 1 ? 0.5 : (double)i / (pointsPerRange - 1);
             double x = i == 0 && pointsPerRange > 1 ? Min : i == pointsPerRange - 1 && pointsPerRange > 1 ? Max : At(t);
-            object value = ValueType == typeof(int) ? (int)Math.Round(x) : x;
+            object value = ValueType == typeof(int) ? (object)(int)Math.Round(x) : x;
             if (!values.Contains(value))
                 values.Add(value);
         }
@@ -148,7 +148,7 @@ public sealed class SearchDimension
         if (Choices is not null)
             return Choices[0];
         double middle = At(0.5);
-        return ValueType == typeof(int) ? (int)Math.Round(middle) : middle;
+        return ValueType == typeof(int) ? (object)(int)Math.Round(middle) : middle;
     }
 
     private static Type CheckedType(string where, PropertyInfo property, string attribute)

@@ -55,7 +55,7 @@ public sealed class SweepResult
                 t.EvalLoss is double l ? l.ToString("F4", CultureInfo.InvariantCulture) : "-",
                 t.TokensPerSecond is double s ? s.ToString("F0", CultureInfo.InvariantCulture) : "-",
                 t.PeakMemoryBytes is long b ? (b / (1024.0 * 1024.0)).ToString("F0", CultureInfo.InvariantCulture) : "-",
-                t.Duration.ToString(t.Duration.TotalHours >= 1 ? @"h\:mm\:ss" : @"m\:ss\.f", CultureInfo.InvariantCulture),
+                Time(t.Duration),
                 Shorten(t.Error),
             ]).ToArray()).ToList();
         var widths = header.Select((h, i) => rows.Select(r => r[i].Length).Append(h.Length).Max()).ToArray();
@@ -91,7 +91,13 @@ public sealed class SweepResult
     /// <inheritdoc/>
     public override string ToString() => ToTable();
 
-    private static string Cell(object value) => value is double d ? d.ToString("G4", CultureInfo.InvariantCulture) : SearchDimension.Format(value);
+    private static string Cell(object value) =>
+        value is double d ? d.ToString("G4", CultureInfo.InvariantCulture) : SearchDimension.Format(value).ReplaceLineEndings(" ");
+
+    // Minutes and seconds (m:ss.f) under an hour, hours (not wrapping at a day) beyond.
+    private static string Time(TimeSpan duration) => duration.TotalHours >= 1
+        ? $"{(long)duration.TotalHours}:{duration.ToString(@"mm\:ss", CultureInfo.InvariantCulture)}"
+        : duration.ToString(@"m\:ss\.f", CultureInfo.InvariantCulture);
 
     private static bool IsNumber(string cell) => double.TryParse(cell, NumberStyles.Float, CultureInfo.InvariantCulture, out _);
 
