@@ -2,9 +2,9 @@
 // declared with [Choice] attributes, a cost-aware tuner, a trial budget and a time budget. Each trial fine-tunes a
 // fresh tiny-llama for a few steps on the main sample's made-up task (GPT-2's packaged tokenizer: no downloads),
 // with packing, so a longer context puts more examples in each row and each step sees more tokens. Prints every
-// trial as it finishes, the table, the best trial, and where the CSV and JSON went. Ctrl+C stops after the
-// current trial and keeps what finished.
-//   dotnet run -c Release --project samples/ContextLengthSweep [-- --tuner cost|grid|random] [--steps N] [--seconds N] [--out FOLDER]
+// trial as it finishes, the table, the best trial, and where the CSV and JSON went. Ctrl+C stops the running
+// trial (recorded as cancelled) and keeps the finished ones.
+//   dotnet run -c Release --project samples/ContextLengthSweep [-- --tuner cost-aware|grid|random] [--steps N] [--seconds N] [--out FOLDER]
 using System.Diagnostics;
 using ContextLengthSweep;
 using FineTuneCausalLM;
@@ -17,7 +17,7 @@ using Microsoft.ML.Liger.Training;
 NativeSettings.Apply(); // before the first tensor: see NativeSettings.cs
 int steps = Argument("--steps", 25);
 int seconds = Argument("--seconds", 150);
-string tuner = ArgumentText("--tuner", "cost");
+string tuner = ArgumentText("--tuner", "cost-aware");
 string output = ArgumentText("--out", Path.Combine(Path.GetTempPath(), "liger-sweep"));
 var clock = Stopwatch.StartNew();
 var ml = new MLContext(seed: 0);
