@@ -126,7 +126,7 @@ internal static class SweepBenchmark
             trials.Add(trial);
             Console.WriteLine($"trial {trial.Id}: {Point(trial)} -> {trial.Status}" + (trial.Status == TrialStatus.Completed
                 ? $", {Num(trial.TokensPerSecond, "F0")} tokens/s, peak {Num(trial.PeakMemoryBytes / GiB, "F2")} GiB, loss {Num(trial.EvalLoss, "F3")}"
-                : $": {trial.Error}") + $" ({trial.Duration.TotalSeconds:F1} s)");
+                : $": {FirstLine(trial.Error, 300)}") + $" ({trial.Duration.TotalSeconds:F1} s)");
             // Written after every trial: a run cut short keeps what it measured.
             File.WriteAllText(Path.Combine(outDir, "sweep-benchmarks.md"), Report(header, trials));
             FreeMemory(device);
@@ -160,7 +160,7 @@ internal static class SweepBenchmark
         text.AppendLine("|---:|---:|---|---|---|---:|---:|---:|---:|---|");
         foreach (var t in trials)
             text.AppendLine($"| {t.Id} | {Context(t)} | {Kernels(Liger(t))} | {OnOff(Checkpointing(t))} | {t.Status} | {Num(t.TokensPerSecond, "F0")} | " +
-                            $"{Num(t.PeakMemoryBytes / GiB, "F2")} | {Num(t.EvalLoss, "F3")} | {t.Duration.TotalSeconds:F1} | {Cell(t.Error)} |");
+                            $"{Num(t.PeakMemoryBytes / GiB, "F2")} | {Num(t.EvalLoss, "F3")} | {t.Duration.TotalSeconds:F1} | {FirstLine(t.Error, 120).Replace("|", "/", StringComparison.Ordinal)} |");
         return text.ToString();
     }
 
@@ -207,12 +207,10 @@ internal static class SweepBenchmark
 
     private static string OnOff(bool on) => on ? "on" : "off";
 
-    private static string Cell(string? text)
+    private static string FirstLine(string? text, int limit)
     {
-        if (text is null)
-            return "";
-        string line = text.Split('\n')[0].Replace("|", "/", StringComparison.Ordinal);
-        return line.Length > 120 ? line[..120] + "…" : line;
+        string line = text?.Split('\n')[0] ?? "";
+        return line.Length > limit ? line[..limit] + "…" : line;
     }
 
     private static string Num(double? value, string format) => value is double v ? v.ToString(format, CultureInfo.InvariantCulture) : "—";
