@@ -15,10 +15,10 @@ using Microsoft.ML.Liger.Sweeps;
 using Microsoft.ML.Liger.Training;
 
 NativeSettings.Apply(); // before the first tensor: see NativeSettings.cs
-int steps = Argument("--steps", 25);
-int seconds = Argument("--seconds", 150);
-string tuner = ArgumentText("--tuner", "cost-aware");
-string output = ArgumentText("--out", Path.Combine(Path.GetTempPath(), "liger-sweep"));
+int steps = SampleArguments.Int(args, "--steps", 25);
+int seconds = SampleArguments.Int(args, "--seconds", 150);
+string tuner = SampleArguments.Text(args, "--tuner", "cost-aware");
+string output = SampleArguments.Text(args, "--out", Path.Combine(Path.GetTempPath(), "liger-sweep"));
 var clock = Stopwatch.StartNew();
 var ml = new MLContext(seed: 0);
 
@@ -87,14 +87,6 @@ static string Describe(TrialResult trial)
         ? $"loss {trial.EvalLoss:F3}, {trial.TokensPerSecond:F0} tokens/s, peak {(trial.PeakMemoryBytes is long b ? $"{b / (1024.0 * 1024.0):F0} MiB" : "n/a")}"
         : trial.Error ?? "";
     return $"trial {trial.Id}: {point} -> {trial.Status}, {figures} ({trial.Duration.TotalSeconds:F1} s)";
-}
-
-int Argument(string name, int fallback) => int.TryParse(ArgumentText(name, ""), out int value) ? value : fallback;
-
-string ArgumentText(string name, string fallback)
-{
-    int at = Array.IndexOf(args, name);
-    return at >= 0 && at + 1 < args.Length ? args[at + 1] : fallback;
 }
 
 /// <summary>An instruction row.</summary>

@@ -12,8 +12,8 @@ using Microsoft.ML.Liger.Training;
 using static TorchSharp.torch;
 
 NativeSettings.Apply(); // before the first tensor: see NativeSettings.cs
-int steps = Argument("--steps", 400);
-string output = ArgumentText("--out", Path.Combine(Path.GetTempPath(), "liger-fine-tuned"));
+int steps = SampleArguments.Int(args, "--steps", 400);
+string output = SampleArguments.Text(args, "--out", Path.Combine(Path.GetTempPath(), "liger-fine-tuned"));
 var clock = Stopwatch.StartNew();
 var ml = new MLContext(seed: 0);
 
@@ -97,14 +97,6 @@ string Complete(CausalLM untrained, string prompt)
     var ids = tokenizer.Encode(prompt).Select(i => (long)i).ToArray();
     var generated = untrained.Generate(tensor(ids, [1, ids.Length]), null, new GenerationOptions { MaxNewTokens = 4, StopTokenIds = [50256] });
     return tokenizer.Decode(generated[0].data<long>().Skip(ids.Length).Select(i => (int)i).TakeWhile(i => i != 50256));
-}
-
-int Argument(string name, int fallback) => int.TryParse(ArgumentText(name, ""), out int value) ? value : fallback;
-
-string ArgumentText(string name, string fallback)
-{
-    int at = Array.IndexOf(args, name);
-    return at >= 0 && at + 1 < args.Length ? args[at + 1] : fallback;
 }
 
 /// <summary>An instruction row.</summary>

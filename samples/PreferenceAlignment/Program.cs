@@ -13,9 +13,9 @@ using Microsoft.ML.Liger.Training;
 using PreferenceAlignment;
 
 NativeSettings.Apply(); // before the first tensor: see NativeSettings.cs
-int steps = Argument("--steps", 200);
-string from = ArgumentText("--from", Path.Combine(Path.GetTempPath(), "liger-fine-tuned"));
-string output = ArgumentText("--out", Path.Combine(Path.GetTempPath(), "liger-orpo"));
+int steps = SampleArguments.Int(args, "--steps", 200);
+string from = SampleArguments.Text(args, "--from", Path.Combine(Path.GetTempPath(), "liger-fine-tuned"));
+string output = SampleArguments.Text(args, "--out", Path.Combine(Path.GetTempPath(), "liger-orpo"));
 var clock = Stopwatch.StartNew();
 var ml = new MLContext(seed: 0);
 
@@ -95,14 +95,6 @@ return after.Accuracy > before.Accuracy && after.Margin > before.Margin ? 0 : 1;
 
 static double Margin(CausalLMTransformer model, PreferencePair pair) =>
     model.LogProbability(pair.Prompt, pair.Chosen) - model.LogProbability(pair.Prompt, pair.Rejected);
-
-int Argument(string name, int fallback) => int.TryParse(ArgumentText(name, ""), out int value) ? value : fallback;
-
-string ArgumentText(string name, string fallback)
-{
-    int at = Array.IndexOf(args, name);
-    return at >= 0 && at + 1 < args.Length ? args[at + 1] : fallback;
-}
 
 /// <summary>A preference row.</summary>
 internal sealed class PairRow

@@ -47,11 +47,7 @@ internal static class FitBenchmark
             Console.Error.WriteLine("fit on cuda needs CUDA (torch.cuda.is_available() is false); use --device cpu --arch tiny-llama for a smoke run");
             return 2;
         }
-        // The allocator's statistics are per device and exist only once CUDA is initialised (before, they throw "Invalid device argument").
-        using (zeros(1, device: device))
-            if (device.type == DeviceType.CUDA)
-                cuda.synchronize();
-        var stats = device.type == DeviceType.CUDA ? CudaMemoryStats.TryLoad() : null;
+        var stats = BenchmarkDevice.Start(device);
         Console.WriteLine($"fit: {arch}, {dtypeName}, {deviceName}, batch {batch}, contexts {string.Join(",", contexts)}, " +
             $"{warmup} warm-up + {steps} timed steps; memory stats: {(stats is null ? "n/a" : "caching allocator")}");
 

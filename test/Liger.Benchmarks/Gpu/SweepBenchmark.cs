@@ -67,12 +67,9 @@ internal static class SweepBenchmark
             Console.Error.WriteLine("sweep on cuda needs CUDA (torch.cuda.is_available() is false); use --small for a CPU run");
             return 2;
         }
-        // The allocator's statistics exist only once CUDA is initialised (before, they throw "Invalid device argument").
-        using (zeros(1, device: device))
-            if (device.type == DeviceType.CUDA)
-                cuda.synchronize();
+        var stats = BenchmarkDevice.Start(device);
         string memory = device.type == DeviceType.CUDA
-            ? CudaMemoryStats.TryLoad() is null ? "n/a (no LIGER_CUDA_STATS shim)" : "CUDA caching allocator's peak allocated"
+            ? stats is null ? "n/a (no LIGER_CUDA_STATS shim)" : "CUDA caching allocator's peak allocated"
             : "peak resident set of the process";
 
         var ml = new MLContext(seed);

@@ -57,10 +57,7 @@ internal static class PreferenceBenchmark
         if (shape.Rows < 2 || shape.Rows % 2 != 0)
             throw new ArgumentException($"--batch is the rows of the hidden states (paired: chosen then rejected), an even number of at least 2; got {shape.Rows}.");
 
-        // The allocator's statistics exist once CUDA is initialised.
-        using (zeros(1, device: device))
-            Sync(device);
-        var stats = device.type == DeviceType.CUDA ? CudaMemoryStats.TryLoad() : null;
+        var stats = BenchmarkDevice.Start(device);
         string deviceName = device.type == DeviceType.CUDA ? LigerRuntime.Cuda(device.index < 0 ? 0 : device.index).Accelerator.Name : "CPU";
         var random = new Random(seed);
         var report = new PreferenceReport(outDir, $"{deviceName} ({device}), {DTypeName(dtype)}, seed {seed}, median of {iters} steps after at least " +
