@@ -76,7 +76,7 @@ internal static class FitBenchmark
     private static FitResult Measure(string name, LigerKernelOptions kernels, string arch, Device device, ScalarType dtype, string dtypeName,
         int batch, int context, int warmup, int steps, int seed, CudaMemoryStats? stats)
     {
-        FreeMemory(device);
+        BenchmarkDevice.FreeMemory(device);
         var stamps = new List<double>();
         var peaks = new List<long?>();
         var losses = new List<double>();
@@ -141,19 +141,6 @@ internal static class FitBenchmark
         return Enumerable.Range(0, count)
             .Select(_ => new TokenizedExample(Enumerable.Range(0, length).Select(_ => random.Next(vocabulary)).ToArray(), PromptLength: 0))
             .ToList();
-    }
-
-    /// <summary>
-    /// Lets the disposed model's tensors go before the next one is built. TorchSharp binds no empty_cache, so the
-    /// allocator keeps its cached blocks; the next model reuses them (allocated bytes, which are reported, do not count them).
-    /// </summary>
-    private static void FreeMemory(Device device)
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        if (device.type == DeviceType.CUDA)
-            cuda.synchronize();
     }
 
     private static string Header(string arch, string dtype, Device device, int batch, int warmup, int steps) =>

@@ -126,7 +126,7 @@ internal static class SweepBenchmark
                 : $": {FirstLine(trial.Error, 300)}") + $" ({trial.Duration.TotalSeconds:F1} s)");
             // Written after every trial: a run cut short keeps what it measured.
             File.WriteAllText(Path.Combine(outDir, "sweep-benchmarks.md"), Report(header, trials));
-            FreeMemory(device);
+            BenchmarkDevice.FreeMemory(device);
         };
         var result = sweep.RunAsync().GetAwaiter().GetResult();
 
@@ -177,19 +177,6 @@ internal static class SweepBenchmark
             rows.Add(row);
         }
         return rows;
-    }
-
-    /// <summary>
-    /// Lets a finished trial's tensors go before the next model is built (TorchSharp binds no empty_cache: the
-    /// allocator keeps its cached blocks for the next trial; allocated bytes, which are reported, do not count them).
-    /// </summary>
-    private static void FreeMemory(Device device)
-    {
-        GC.Collect();
-        GC.WaitForPendingFinalizers();
-        GC.Collect();
-        if (device.type == DeviceType.CUDA)
-            cuda.synchronize();
     }
 
     private static string Point(TrialResult t) => $"context {Context(t)}, {Kernels(Liger(t))}, checkpointing {OnOff(Checkpointing(t))}";
