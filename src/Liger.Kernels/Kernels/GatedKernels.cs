@@ -46,6 +46,20 @@ internal static class GatedKernels
         da = c.Round(g * b) * derivative;
     }
 
+    /// <summary><see cref="Grad{T, TCodec, TActivation}"/>, returning c = round(f(a)) * b as the forward computed it
+    /// (the activations' Derivative computes f(a) with the same operations as their Value).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float GradAndOut<T, TCodec, TActivation>(float g, float a, float b, out float da, out float db)
+        where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation
+    {
+        TCodec c = default;
+        float derivative = default(TActivation).Derivative(a, out float value);
+        float rounded = c.Round(value);
+        db = g * rounded;
+        da = c.Round(g * b) * derivative;
+        return rounded * b;
+    }
+
     // ---- vectorised: 8 elements per thread per step ----
 
     internal static void ForwardVectorized<T, TCodec, TVec, TVecCodec, TActivation>(
@@ -94,6 +108,38 @@ internal static class GatedKernels
         }
     }
 
+    /// <summary>
+    /// The backward of a gated unit followed by a linear layer that did not keep c: as
+    /// <see cref="BackwardVectorized{T, TCodec, TVec, TVecCodec, TActivation}"/>, and c = round(f(a)) * b recomputed
+    /// from the same f(a) and written over dc (each chunk of dc is read before it is written), so the layer's
+    /// weight gradient can read c where dc was, at the cost of one more write stream.
+    /// </summary>
+    internal static void BackwardRecomputingVectorized<T, TCodec, TVec, TVecCodec, TActivation>(
+        ArrayView<TVec> dc, ArrayView<TVec> a, ArrayView<TVec> b, ArrayView<TVec> da, ArrayView<TVec> db, long chunks)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
+        where TActivation : struct, IGateActivation
+    {
+        TVecCodec vc = default;
+        var (dcv, av, bv, dav, dbv) = (dc.AsAligned(16), a.AsAligned(16), b.AsAligned(16), da.AsAligned(16), db.AsAligned(16));
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = (long)Grid.IdxX * Group.DimX + Group.IdxX; i < chunks; i += stride)
+        {
+            Float8 g = vc.Load(dcv[i]), x = vc.Load(av[i]), y = vc.Load(bv[i]), ga, gb, o;
+            o.V0 = GradAndOut<T, TCodec, TActivation>(g.V0, x.V0, y.V0, out ga.V0, out gb.V0);
+            o.V1 = GradAndOut<T, TCodec, TActivation>(g.V1, x.V1, y.V1, out ga.V1, out gb.V1);
+            o.V2 = GradAndOut<T, TCodec, TActivation>(g.V2, x.V2, y.V2, out ga.V2, out gb.V2);
+            o.V3 = GradAndOut<T, TCodec, TActivation>(g.V3, x.V3, y.V3, out ga.V3, out gb.V3);
+            o.V4 = GradAndOut<T, TCodec, TActivation>(g.V4, x.V4, y.V4, out ga.V4, out gb.V4);
+            o.V5 = GradAndOut<T, TCodec, TActivation>(g.V5, x.V5, y.V5, out ga.V5, out gb.V5);
+            o.V6 = GradAndOut<T, TCodec, TActivation>(g.V6, x.V6, y.V6, out ga.V6, out gb.V6);
+            o.V7 = GradAndOut<T, TCodec, TActivation>(g.V7, x.V7, y.V7, out ga.V7, out gb.V7);
+            dav[i] = vc.Store(ga);
+            dbv[i] = vc.Store(gb);
+            dcv[i] = vc.Store(o);
+        }
+    }
+
     // ---- scalar: any length ----
 
     internal static void Forward<T, TCodec, TActivation>(ArrayView<T> a, ArrayView<T> b, ArrayView<T> c, long n)
@@ -117,6 +163,22 @@ internal static class GatedKernels
             Grad<T, TCodec, TActivation>(e.Load(dc[i]), e.Load(a[i]), e.Load(b[i]), out float ga, out float gb);
             da[i] = e.Store(ga);
             db[i] = e.Store(gb);
+        }
+    }
+
+    /// <summary>Scalar form of <see cref="BackwardRecomputingVectorized{T, TCodec, TVec, TVecCodec, TActivation}"/>.</summary>
+    internal static void BackwardRecomputing<T, TCodec, TActivation>(
+        ArrayView<T> dc, ArrayView<T> a, ArrayView<T> b, ArrayView<T> da, ArrayView<T> db, long n)
+        where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation
+    {
+        TCodec e = default;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = (long)Grid.IdxX * Group.DimX + Group.IdxX; i < n; i += stride)
+        {
+            float c = GradAndOut<T, TCodec, TActivation>(e.Load(dc[i]), e.Load(a[i]), e.Load(b[i]), out float ga, out float gb);
+            da[i] = e.Store(ga);
+            db[i] = e.Store(gb);
+            dc[i] = e.Store(c);
         }
     }
 }

@@ -36,8 +36,9 @@ public sealed class LigerGEGLUMLP : nn.Module<Tensor, Tensor>
     public override Tensor forward(Tensor x)
     {
         using var scope = NewDisposeScope();
-        // gate and up are private intermediates: the backward may overwrite them with their gradients.
-        var gated = LigerGELUMulFunction.Apply(gate_proj.forward(x), up_proj.forward(x), inPlaceBackward: true);
-        return down_proj.forward(gated).MoveToOuterDisposeScope();
+        // gate and up are private intermediates: the backward may overwrite them with their gradients. The gated
+        // product goes straight into down_proj and is recomputed in the backward rather than kept.
+        return LigerGELUMulLinearFunction.Apply(gate_proj.forward(x), up_proj.forward(x), down_proj.weight!, down_proj.bias, inPlaceBackward: true)
+            .MoveToOuterDisposeScope();
     }
 }

@@ -91,22 +91,47 @@ internal static class GatedOp<TCpu, TActivation>
             LigerRuntime.Report(BackwardName, ExecutionPath.TorchCpu);
             return BackwardTorch(dc, a, b, inPlace);
         }
+        var (da, db) = LaunchBackward(device, dc, a, b, inPlace, recompute: false);
+        LigerRuntime.Report(BackwardName, device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
+        return (da, db);
+    }
+
+    /// <summary>
+    /// da, db from dc, and c = f(a) * b recomputed as the forward computed it: for a linear layer after the gate that
+    /// did not keep c. On a device the kernel writes c over <paramref name="dc"/> (returned as C) in the same pass;
+    /// on the CPU C is a new tensor computed before the backward.
+    /// </summary>
+    internal static (Tensor Da, Tensor Db, Tensor C) BackwardRecomputing(Tensor dc, Tensor a, Tensor b, bool inPlace)
+    {
+        var device = LigerRuntime.KernelDeviceFor(a, nameof(a));
+        if (device is null)
+        {
+            var c = Forward(a, b);   // before the backward, which may overwrite a and b
+            LigerRuntime.Report(BackwardName, ExecutionPath.TorchCpu);
+            var (cpuDa, cpuDb) = BackwardTorch(dc, a, b, inPlace);
+            return (cpuDa, cpuDb, c);
+        }
+        var (da, db) = LaunchBackward(device, dc, a, b, inPlace, recompute: true);
+        LigerRuntime.Report(BackwardName, device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
+        return (da, db, dc);
+    }
+
+    private static (Tensor Da, Tensor Db) LaunchBackward(KernelDevice device, Tensor dc, Tensor a, Tensor b, bool inPlace, bool recompute)
+    {
         var da = inPlace ? a : Outputs.EmptyLike(a);
         var db = inPlace ? b : Outputs.EmptyLike(b);
-        if (a.numel() > 0)
+        if (a.numel() == 0)
+            return (da, db);
+        TensorChecks.SameShape(dc, nameof(dc), a, nameof(a));
+        bool vectorized = Vectorizable(dc, a, b, da, db);
+        switch (a.dtype)
         {
-            TensorChecks.SameShape(dc, nameof(dc), a, nameof(a));
-            bool vectorized = Vectorizable(dc, a, b, da, db);
-            switch (a.dtype)
-            {
-                case ScalarType.Float32 when vectorized: LaunchBackwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, dc, a, b, da, db); break;
-                case ScalarType.BFloat16 when vectorized: LaunchBackwardVectorized<ushort, BFloat16Codec, BFloat16x8, BFloat16x8Codec>(device, dc, a, b, da, db); break;
-                case ScalarType.Float32: LaunchBackward<float, Float32Codec>(device, dc, a, b, da, db); break;
-                case ScalarType.BFloat16: LaunchBackward<ushort, BFloat16Codec>(device, dc, a, b, da, db); break;
-                default: LaunchBackward<ushort, Float16Codec>(device, dc, a, b, da, db); break;
-            }
+            case ScalarType.Float32 when vectorized: LaunchBackwardVectorized<float, Float32Codec, Float8, Float32x8Codec>(device, dc, a, b, da, db, recompute); break;
+            case ScalarType.BFloat16 when vectorized: LaunchBackwardVectorized<ushort, BFloat16Codec, BFloat16x8, BFloat16x8Codec>(device, dc, a, b, da, db, recompute); break;
+            case ScalarType.Float32: LaunchBackwardScalar<float, Float32Codec>(device, dc, a, b, da, db, recompute); break;
+            case ScalarType.BFloat16: LaunchBackwardScalar<ushort, BFloat16Codec>(device, dc, a, b, da, db, recompute); break;
+            default: LaunchBackwardScalar<ushort, Float16Codec>(device, dc, a, b, da, db, recompute); break;
         }
-        LigerRuntime.Report(BackwardName, device.IsCuda ? ExecutionPath.CudaKernel : ExecutionPath.EmulatedKernel);
         return (da, db);
     }
 
@@ -136,13 +161,17 @@ internal static class GatedOp<TCpu, TActivation>
             views.OfVectors<TVec>(c, nameof(c)), chunks);
     }
 
-    private static void LaunchBackwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db)
+    private static void LaunchBackwardVectorized<T, TCodec, TVec, TVecCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db,
+        bool recompute)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
         where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
     {
+        Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long> body = recompute
+            ? GatedKernels.BackwardRecomputingVectorized<T, TCodec, TVec, TVecCodec, TActivation>
+            : GatedKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation>;
         var kernel = device.Kernel<Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>,
             Action<KernelConfig, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>>(
-            GatedKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation>, static (acc, k) => acc.LoadStreamKernel(k));
+            body, static (acc, k) => acc.LoadStreamKernel(k));
         using var views = new TensorViews(device);
         long chunks = a.numel() / 8;
         kernel(ElementwiseConfig(device, chunks), views.OfVectors<TVec>(dc, nameof(dc)), views.OfVectors<TVec>(a, nameof(a)),
@@ -160,12 +189,15 @@ internal static class GatedOp<TCpu, TActivation>
             views.Of<T>(c, nameof(c)), a.numel());
     }
 
-    private static void LaunchBackward<T, TCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db)
+    private static void LaunchBackwardScalar<T, TCodec>(KernelDevice device, Tensor dc, Tensor a, Tensor b, Tensor da, Tensor db, bool recompute)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
     {
+        Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long> body = recompute
+            ? GatedKernels.BackwardRecomputing<T, TCodec, TActivation>
+            : GatedKernels.Backward<T, TCodec, TActivation>;
         var kernel = device.Kernel<Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>,
             Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>>(
-            GatedKernels.Backward<T, TCodec, TActivation>, static (acc, k) => acc.LoadStreamKernel(k));
+            body, static (acc, k) => acc.LoadStreamKernel(k));
         using var views = new TensorViews(device);
         kernel(ElementwiseConfig(device, a.numel()), views.Of<T>(dc, nameof(dc)), views.Of<T>(a, nameof(a)),
             views.Of<T>(b, nameof(b)), views.Of<T>(da, nameof(da)), views.Of<T>(db, nameof(db)), a.numel());

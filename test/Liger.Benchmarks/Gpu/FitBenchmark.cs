@@ -13,7 +13,13 @@ namespace Liger.Benchmarks.Gpu;
 /// <summary>One configuration of the fine-tuning benchmark; null figures when it did not finish (see <see cref="Error"/>).</summary>
 internal sealed record FitResult(string Kernels, string Arch, int Batch, int Context, string DType, int WarmupSteps, int TimedSteps,
     double? MedianStepMs, double? MinStepMs, double? TokensPerSecond, double? PeakGiB, double? WeightsGiB, double? FirstLoss,
-    double? FinalLoss, string? Error);
+    double? FinalLoss, string? Error, bool Checkpointing = false, MemoryBreakdown? Breakdown = null);
+
+/// <summary>
+/// One forward and backward of the trained model outside the trainer (no optimizer state), each figure in GiB above
+/// what was allocated before the forward: what the forward leaves saved for the backward, and the two passes' peaks.
+/// </summary>
+internal sealed record MemoryBreakdown(double SavedGiB, double ForwardPeakGiB, double BackwardPeakGiB);
 
 /// <summary>
 /// End-to-end fine-tuning with <see cref="CausalLMTrainer"/>: a random-weight model of a named architecture
@@ -34,6 +40,7 @@ internal static class FitBenchmark
         string deviceName = Option(args, "--device") ?? "cuda";
         string dtypeName = Option(args, "--dtype") ?? "bf16";
         int batch = Int(args, "--batch", 4), warmup = Int(args, "--warmup", 3), steps = Int(args, "--steps", 10), seed = Int(args, "--seed", 42);
+        bool checkpointing = args.Contains("--checkpointing");
         int[] contexts = (Option(args, "--contexts") ?? "1024,2048").Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
         var dtype = dtypeName switch
         {
@@ -48,7 +55,7 @@ internal static class FitBenchmark
             return 2;
         }
         var stats = BenchmarkDevice.Start(device);
-        Console.WriteLine($"fit: {arch}, {dtypeName}, {deviceName}, batch {batch}, contexts {string.Join(",", contexts)}, " +
+        Console.WriteLine($"fit: {arch}, {dtypeName}, {deviceName}, batch {batch}, contexts {string.Join(",", contexts)}, checkpointing {(checkpointing ? "on" : "off")}, " +
             $"{warmup} warm-up + {steps} timed steps; memory stats: {(stats is null ? "n/a" : "caching allocator")}");
 
         var results = new List<FitResult>();
@@ -58,14 +65,17 @@ internal static class FitBenchmark
             // Liger first: an eager OOM then cannot leave fragments behind that the Liger run would pay for.
             foreach (var (name, kernels) in new[] { ("Liger", new LigerKernelOptions()), ("eager", LigerKernelOptions.None) })
             {
-                var result = Measure(name, kernels, arch, device, dtype, dtypeName, batch, context, warmup, steps, seed, stats);
+                if (Option(args, "--only") is { } only && !only.Equals(name, StringComparison.OrdinalIgnoreCase))
+                    continue;
+                var result = Measure(name, kernels, arch, device, dtype, dtypeName, batch, context, warmup, steps, seed, checkpointing, stats);
                 results.Add(result);
                 Console.WriteLine(result.Error is { } e
                     ? $"{name,-6} {batch}x{context}: {e}"
                     : $"{name,-6} {batch}x{context}: median {result.MedianStepMs:F1} ms/step, {result.TokensPerSecond:F0} tokens/s, " +
-                      $"peak {Fmt(result.PeakGiB)} GiB, loss {result.FirstLoss:F3} -> {result.FinalLoss:F3}");
+                      $"peak {Fmt(result.PeakGiB)} GiB, loss {result.FirstLoss:F3} -> {result.FinalLoss:F3}" +
+                      (result.Breakdown is { } b ? $"; one step outside the trainer: saved {b.SavedGiB:F2}, forward peak {b.ForwardPeakGiB:F2}, backward peak {b.BackwardPeakGiB:F2} GiB" : ""));
                 // Written after every configuration: a run cut short by the time limit keeps what it measured.
-                Write(outDir, results, Header(arch, dtypeName, device, batch, warmup, steps));
+                Write(outDir, results, Header(arch, dtypeName, device, batch, warmup, steps, checkpointing));
             }
         }
         Console.WriteLine();
@@ -74,13 +84,14 @@ internal static class FitBenchmark
     }
 
     private static FitResult Measure(string name, LigerKernelOptions kernels, string arch, Device device, ScalarType dtype, string dtypeName,
-        int batch, int context, int warmup, int steps, int seed, CudaMemoryStats? stats)
+        int batch, int context, int warmup, int steps, int seed, bool checkpointing, CudaMemoryStats? stats)
     {
         BenchmarkDevice.FreeMemory(device);
         var stamps = new List<double>();
         var peaks = new List<long?>();
         var losses = new List<double>();
         double? weightsGiB = null;
+        MemoryBreakdown? breakdown = null;
         CausalLM? model = null;
         try
         {
@@ -97,7 +108,7 @@ internal static class FitBenchmark
             var options = new CausalLMTrainingOptions
             {
                 MaxContextLength = context, BatchSize = batch, MaxSteps = warmup + steps, LoggingInterval = 1,
-                LearningRate = 1e-4, Kernels = kernels, Seed = seed,
+                LearningRate = 1e-4, Kernels = kernels, Seed = seed, GradientCheckpointing = checkpointing,
                 OnProgress = p =>
                 {
                     if (p.EvalLoss is not null)
@@ -108,6 +119,8 @@ internal static class FitBenchmark
                 },
             };
             new CausalLMTrainer(model, options, padTokenId: 0, eosTokenId: 1).Train(data);
+            if (stats is not null)
+                breakdown = Breakdown(model, data.Take(batch).ToList(), context, checkpointing, stats);
         }
         catch (ExternalException e) when (e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
         {
@@ -128,7 +141,35 @@ internal static class FitBenchmark
         double median = timed.Length % 2 == 1 ? timed[timed.Length / 2] : (timed[timed.Length / 2 - 1] + timed[timed.Length / 2]) / 2;
         long? peak = peaks.Skip(warmup).Any(p => p is null) ? null : peaks.Skip(warmup).Max();
         return new FitResult(name, arch, batch, context, dtypeName, warmup, steps, median, timed[0], (double)batch * context / (median / 1e3),
-            peak / GiB, weightsGiB, losses[0], losses[^1], null);
+            peak / GiB, weightsGiB, losses[0], losses[^1], null, checkpointing, breakdown);
+    }
+
+    /// <summary>Where a step's memory goes besides the optimizer: see <see cref="MemoryBreakdown"/>.</summary>
+    private static MemoryBreakdown Breakdown(CausalLM model, List<TokenizedExample> rows, int context, bool checkpointing, CudaMemoryStats stats)
+    {
+        var device = model.LmHeadWeight.device;
+        long[] shape = [rows.Count, context];
+        var ids = rows.SelectMany(r => r.Tokens.Select(t => (long)t)).ToArray();
+        model.train();
+        model.GradientCheckpointing = checkpointing;
+        BenchmarkDevice.FreeMemory(device);
+        using var scope = NewDisposeScope();
+        var input = new CausalLMInput { InputIds = tensor(ids, shape, device: device), Labels = tensor(ids, shape, device: device) };
+        cuda.synchronize();
+        long start = stats.Allocated();
+        stats.ResetPeak();
+        var output = model.Forward(input);
+        cuda.synchronize();
+        long saved = stats.Allocated() - start, forwardPeak = stats.Peak() - start;
+        stats.ResetPeak();
+        output.Loss!.backward();
+        cuda.synchronize();
+        long backwardPeak = stats.Peak() - start;
+        output.Dispose();
+        foreach (var p in model.parameters())
+            p.grad = null;
+        model.GradientCheckpointing = false;
+        return new MemoryBreakdown(saved / GiB, forwardPeak / GiB, backwardPeak / GiB);
     }
 
     private static FitResult Failed(string name, string arch, int batch, int context, string dtype, int warmup, int steps, double? weightsGiB, string error) =>
@@ -143,15 +184,16 @@ internal static class FitBenchmark
             .ToList();
     }
 
-    private static string Header(string arch, string dtype, Device device, int batch, int warmup, int steps) =>
+    private static string Header(string arch, string dtype, Device device, int batch, int warmup, int steps, bool checkpointing) =>
         $"{arch} (random weights), {dtype} weights with fp32 master weights and AdamW, {device}, batch {batch}, " +
+        $"gradient checkpointing {(checkpointing ? "on" : "off")}, " +
         $"{warmup} warm-up + median of {steps} timed steps, one report (one host sync) per step";
 
     private static string Table(List<FitResult> results)
     {
         var table = new StringBuilder();
-        table.AppendLine("| batch x context | kernels | median step ms | tokens/s | peak allocated GiB | weights GiB | loss first -> last | Liger/eager tokens/s | Liger/eager peak |");
-        table.AppendLine("|---|---|---:|---:|---:|---:|---|---:|---:|");
+        table.AppendLine("| batch x context | kernels | median step ms | tokens/s | peak allocated GiB | weights GiB | saved by forward GiB | fwd / bwd peak above start GiB | loss first -> last | Liger/eager tokens/s | Liger/eager peak |");
+        table.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
         foreach (var r in results)
         {
             var eager = results.FirstOrDefault(o => o.Kernels == "eager" && o.Context == r.Context && o.Batch == r.Batch);
@@ -163,7 +205,8 @@ internal static class FitBenchmark
             }
             string loss = r.FirstLoss is null ? r.Error ?? "" : $"{r.FirstLoss:F3} -> {r.FinalLoss:F3}";
             table.AppendLine($"| {r.Batch} x {r.Context} | {r.Kernels} | {Num(r.MedianStepMs, "F1")} | {Num(r.TokensPerSecond, "F0")} | " +
-                             $"{Fmt(r.PeakGiB)} | {Fmt(r.WeightsGiB)} | {loss} | {speed} | {memory} |");
+                             $"{Fmt(r.PeakGiB)} | {Fmt(r.WeightsGiB)} | {Fmt(r.Breakdown?.SavedGiB)} | " +
+                             $"{(r.Breakdown is { } split ? $"{split.ForwardPeakGiB:F2} / {split.BackwardPeakGiB:F2}" : "—")} | {loss} | {speed} | {memory} |");
         }
         return table.ToString();
     }

@@ -69,16 +69,26 @@ public sealed class Attention : nn.Module
     /// <summary>Whether the rotary embedding runs on Liger's kernel.</summary>
     public bool LigerRope => ligerRope;
 
-    internal Tensor Forward(Tensor x, AttentionInputs inputs)
+    /// <summary>Attention over <paramref name="x"/>, normalised first by <paramref name="norm"/> when given: a norm on
+    /// Liger's kernel runs with the projections as one function that does not keep the normalised x.</summary>
+    internal Tensor Forward(Tensor x, AttentionInputs inputs, DecoderRMSNorm? norm = null)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1];
+        bool fused = norm is { Liger: true };
+        if (norm is not null && !fused)
+            x = norm.forward(x);
         Tensor q, k, v;
         if (qkvProj is not null)
         {
-            var qkv = qkvProj.forward(x);
+            var qkv = fused ? norm!.ForwardLinears(x, qkvProj)[0] : qkvProj.forward(x);
             long qSize = heads * headDim, kvSize = kvHeads * headDim;
             (q, k, v) = (qkv.narrow(-1, 0, qSize), qkv.narrow(-1, qSize, kvSize), qkv.narrow(-1, qSize + kvSize, kvSize));
+        }
+        else if (fused)
+        {
+            var projected = norm!.ForwardLinears(x, qProj!, kProj!, vProj!);
+            (q, k, v) = (projected[0], projected[1], projected[2]);
         }
         else
             (q, k, v) = (qProj!.forward(x), kProj!.forward(x), vProj!.forward(x));

@@ -56,15 +56,15 @@ public sealed class DecoderLayer : nn.Module
     internal (Tensor Hidden, Tensor? RouterLogits) Forward(Tensor hidden, AttentionInputs inputs)
     {
         using var scope = NewDisposeScope();
-        var attended = selfAttn.Forward(beforeAttention?.forward(hidden) ?? hidden, inputs);
+        // The norms before attention and before the MLP go in with their projections (see Attention.Forward).
+        var attended = selfAttn.Forward(hidden, inputs, beforeAttention);
         hidden = Residual(hidden, afterAttention?.forward(attended) ?? attended);
-        var mlpInput = beforeMlp?.forward(hidden) ?? hidden;
         Tensor? routerLogits = null;
         Tensor transformed;
         if (moe is not null)
-            (transformed, routerLogits) = moe.Forward(mlpInput);
+            (transformed, routerLogits) = moe.Forward(beforeMlp?.forward(hidden) ?? hidden);
         else
-            transformed = mlp!.forward(mlpInput);
+            transformed = mlp!.Forward(hidden, beforeMlp);
         hidden = Residual(hidden, afterMlp?.forward(transformed) ?? transformed);
         return (hidden.MoveToOuterDisposeScope(), routerLogits?.MoveToOuterDisposeScope());
     }

@@ -36,6 +36,18 @@ public sealed class DecoderRMSNorm : nn.Module<Tensor, Tensor>
     /// <summary>Runs on Liger's kernel.</summary>
     public bool Liger { get; }
 
+    /// <summary>
+    /// linear(norm(input)) for each of <paramref name="layers"/>, with the normalised input recomputed in the backward
+    /// instead of kept (<see cref="LigerRMSNormLinearsFunction"/>). Only for a norm on Liger's kernel.
+    /// </summary>
+    internal Tensor[] ForwardLinears(Tensor input, params Linear[] layers)
+    {
+        if (!Liger)
+            throw new InvalidOperationException("ForwardLinears runs on Liger's kernel; this norm is eager.");
+        return LigerRMSNormLinearsFunction.Apply(input.contiguous(), weight, layers.Select(l => (Tensor)l.weight!).ToArray(),
+            layers.Select(l => (Tensor?)l.bias).ToArray(), Eps, Gemma ? 1.0 : 0.0, Gemma ? RmsNormCastingMode.Gemma : RmsNormCastingMode.Llama);
+    }
+
     /// <inheritdoc/>
     public override Tensor forward(Tensor input)
     {

@@ -18,7 +18,8 @@ public enum GateActivation
 
 /// <summary>
 /// down_proj(act(gate) * up), with gate and up from gate_proj and up_proj, or from one gate_up_proj
-/// (Phi3, GLM: gate rows first). The product runs on Liger's SwiGLU / GeGLU kernel when enabled.
+/// (Phi3, GLM: gate rows first). With Liger the product and down_proj run as one function
+/// (<see cref="LigerSiLUMulLinearFunction"/>, <see cref="LigerGELUMulLinearFunction"/>) that does not keep the product.
 /// </summary>
 public sealed class GatedMlp : nn.Module<Tensor, Tensor>
 {
@@ -58,31 +59,42 @@ public sealed class GatedMlp : nn.Module<Tensor, Tensor>
     };
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => Forward(x, null);
+
+    /// <summary>The MLP over <paramref name="x"/>, normalised first by <paramref name="norm"/> when given: a norm on
+    /// Liger's kernel runs with the gate and up projections as one function that does not keep the normalised x.</summary>
+    internal Tensor Forward(Tensor x, DecoderRMSNorm? norm)
     {
         using var scope = NewDisposeScope();
+        bool fused = norm is { Liger: true };
+        if (norm is not null && !fused)
+            x = norm.forward(x);
         Tensor gate, up;
         if (gateUpProj is not null)
         {
-            var halves = gateUpProj.forward(x).chunk(2, -1);
+            var halves = (fused ? norm!.ForwardLinears(x, gateUpProj)[0] : gateUpProj.forward(x)).chunk(2, -1);
             // Liger's kernels read contiguous rows; the halves of gate_up_proj's output are strided views.
             (gate, up) = Liger ? (halves[0].contiguous(), halves[1].contiguous()) : (halves[0], halves[1]);
         }
+        else if (fused)
+        {
+            var projected = norm!.ForwardLinears(x, gateProj!, upProj!);
+            (gate, up) = (projected[0], projected[1]);
+        }
         else
             (gate, up) = (gateProj!.forward(x), upProj!.forward(x));
-        Tensor product;
         if (Liger)
-            // gate and up are private intermediates: the backward may overwrite them with their gradients.
-            product = Activation == GateActivation.Silu
-                ? LigerSiLUMulFunction.Apply(gate, up, inPlaceBackward: true)
-                : LigerGELUMulFunction.Apply(gate, up, inPlaceBackward: true);
-        else
-            product = Activation switch
-            {
-                GateActivation.Silu => nn.functional.silu(gate) * up,
-                GateActivation.GeluTanh => nn.functional.gelu(gate, GELU.Approximate.tanh) * up,
-                _ => nn.functional.gelu(gate) * up,
-            };
+            // gate and up are private intermediates: the backward may overwrite them with their gradients. The
+            // product goes straight into down_proj and is recomputed in the backward instead of kept.
+            return (Activation == GateActivation.Silu
+                ? LigerSiLUMulLinearFunction.Apply(gate, up, downProj.weight!, downProj.bias, inPlaceBackward: true)
+                : LigerGELUMulLinearFunction.Apply(gate, up, downProj.weight!, downProj.bias, inPlaceBackward: true)).MoveToOuterDisposeScope();
+        var product = Activation switch
+        {
+            GateActivation.Silu => nn.functional.silu(gate) * up,
+            GateActivation.GeluTanh => nn.functional.gelu(gate, GELU.Approximate.tanh) * up,
+            _ => nn.functional.gelu(gate) * up,
+        };
         return downProj.forward(product).MoveToOuterDisposeScope();
     }
 }
