@@ -36,6 +36,11 @@ public sealed class GatedLinearTests
         var aShape = Inputs.Shape(shape);
         long features = aShape[^1];
         var a = Inputs.Randn(aShape, dtype, 3.0);
+        // gelu_tanh's 0.5 a (1 + tanh(.)) cancels in fp32 for negative a (relative error 2.5e-5 at -3), in torch's kernel and ours alike; GeGluTests
+        // bound that with the formula's own error terms. Here the float64 comparison stays above it; the far tail is
+        // covered by the bitwise comparison with the unfused pair.
+        if (activation == "gelu_tanh")
+            a = a.clamp_min(-2.0);
         var b = Inputs.Randn(aShape, dtype, 2.0);
         var weight = Inputs.Randn([outFeatures, features], dtype, 1.0 / Math.Sqrt(features));
         var dy = Inputs.Randn([.. aShape[..^1], outFeatures], dtype);
