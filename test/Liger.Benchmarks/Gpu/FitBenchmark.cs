@@ -13,7 +13,11 @@ namespace Liger.Benchmarks.Gpu;
 /// <summary>One configuration of the fine-tuning benchmark; null figures when it did not finish (see <see cref="Error"/>).</summary>
 internal sealed record FitResult(string Kernels, string Arch, int Batch, int Context, string DType, int WarmupSteps, int TimedSteps,
     double? MedianStepMs, double? MinStepMs, double? TokensPerSecond, double? PeakGiB, double? WeightsGiB, double? FirstLoss,
-    double? FinalLoss, string? Error, bool Checkpointing = false, MemoryBreakdown? Breakdown = null);
+    double? FinalLoss, string? Error, bool Checkpointing = false, MemoryBreakdown? Breakdown = null, StepCounts? Counts = null);
+
+/// <summary>Medians over the timed steps of what one optimizer step launches and waits for (each step includes its
+/// report: the pending loss and the gradient norm read to the host).</summary>
+internal sealed record StepCounts(long Launches, long Syncs, long CopiesToHost);
 
 /// <summary>
 /// One forward and backward of the trained model outside the trainer (no optimizer state), each figure in GiB above
@@ -55,6 +59,7 @@ internal static class FitBenchmark
             return 2;
         }
         var stats = BenchmarkDevice.Start(device);
+        var counter = device.type == DeviceType.CUDA ? CudaApiCounts.TryStart() : null;
         Console.WriteLine($"fit: {arch}, {dtypeName}, {deviceName}, batch {batch}, contexts {string.Join(",", contexts)}, checkpointing {(checkpointing ? "on" : "off")}, " +
             $"{warmup} warm-up + {steps} timed steps; memory stats: {(stats is null ? "n/a" : "caching allocator")}");
 
@@ -67,12 +72,13 @@ internal static class FitBenchmark
             {
                 if (Option(args, "--only") is { } only && !only.Equals(name, StringComparison.OrdinalIgnoreCase))
                     continue;
-                var result = Measure(name, kernels, arch, device, dtype, dtypeName, batch, context, warmup, steps, seed, checkpointing, stats);
+                var result = Measure(name, kernels, arch, device, dtype, dtypeName, batch, context, warmup, steps, seed, checkpointing, stats, counter);
                 results.Add(result);
                 Console.WriteLine(result.Error is { } e
                     ? $"{name,-6} {batch}x{context}: {e}"
                     : $"{name,-6} {batch}x{context}: median {result.MedianStepMs:F1} ms/step, {result.TokensPerSecond:F0} tokens/s, " +
                       $"peak {Fmt(result.PeakGiB)} GiB, loss {result.FirstLoss:F3} -> {result.FinalLoss:F3}" +
+                      (result.Counts is { } n ? $"; per step {n.Launches} launches, {n.Syncs} host syncs, {n.CopiesToHost} copies to host" : "") +
                       (result.Breakdown is { } b ? $"; one step outside the trainer: saved {b.SavedGiB:F2}, forward peak {b.ForwardPeakGiB:F2}, backward peak {b.BackwardPeakGiB:F2} GiB" : ""));
                 // Written after every configuration: a run cut short by the time limit keeps what it measured.
                 Write(outDir, results, Header(arch, dtypeName, device, batch, warmup, steps, checkpointing));
@@ -84,8 +90,9 @@ internal static class FitBenchmark
     }
 
     private static FitResult Measure(string name, LigerKernelOptions kernels, string arch, Device device, ScalarType dtype, string dtypeName,
-        int batch, int context, int warmup, int steps, int seed, bool checkpointing, CudaMemoryStats? stats)
+        int batch, int context, int warmup, int steps, int seed, bool checkpointing, CudaMemoryStats? stats, CudaApiCounts? counter)
     {
+        var counts = new List<ApiCounts>();
         BenchmarkDevice.FreeMemory(device);
         var stamps = new List<double>();
         var peaks = new List<long?>();
@@ -114,6 +121,8 @@ internal static class FitBenchmark
                     if (p.EvalLoss is not null)
                         return;
                     stamps.Add(clock.Elapsed.TotalMilliseconds);
+                    if (counter is not null)
+                        counts.Add(counter.Read());
                     peaks.Add(p.PeakMemoryBytes);
                     losses.Add(p.Loss);
                 },
@@ -141,7 +150,16 @@ internal static class FitBenchmark
         double median = timed.Length % 2 == 1 ? timed[timed.Length / 2] : (timed[timed.Length / 2 - 1] + timed[timed.Length / 2]) / 2;
         long? peak = peaks.Skip(warmup).Any(p => p is null) ? null : peaks.Skip(warmup).Max();
         return new FitResult(name, arch, batch, context, dtypeName, warmup, steps, median, timed[0], (double)batch * context / (median / 1e3),
-            peak / GiB, weightsGiB, losses[0], losses[^1], null, checkpointing, breakdown);
+            peak / GiB, weightsGiB, losses[0], losses[^1], null, checkpointing, breakdown, PerStep(counts, warmup, steps));
+    }
+
+    private static StepCounts? PerStep(List<ApiCounts> counts, int warmup, int steps)
+    {
+        if (counts.Count < warmup + steps)
+            return null;
+        var perStep = Enumerable.Range(warmup, steps).Select(i => counts[i] - counts[i - 1]).ToArray();
+        static long Median(IEnumerable<long> values) { var v = values.Order().ToArray(); return v[v.Length / 2]; }
+        return new StepCounts(Median(perStep.Select(c => c.Launches)), Median(perStep.Select(c => c.Syncs)), Median(perStep.Select(c => c.CopiesToHost)));
     }
 
     /// <summary>Where a step's memory goes besides the optimizer: see <see cref="MemoryBreakdown"/>.</summary>
@@ -192,8 +210,8 @@ internal static class FitBenchmark
     private static string Table(List<FitResult> results)
     {
         var table = new StringBuilder();
-        table.AppendLine("| batch x context | kernels | median step ms | tokens/s | peak allocated GiB | weights GiB | saved by forward GiB | fwd / bwd peak above start GiB | loss first -> last | Liger/eager tokens/s | Liger/eager peak |");
-        table.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|");
+        table.AppendLine("| batch x context | kernels | median step ms | tokens/s | peak allocated GiB | weights GiB | saved by forward GiB | fwd / bwd peak above start GiB | launches / host syncs per step | loss first -> last | Liger/eager tokens/s | Liger/eager peak |");
+        table.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|");
         foreach (var r in results)
         {
             var eager = results.FirstOrDefault(o => o.Kernels == "eager" && o.Context == r.Context && o.Batch == r.Batch);
@@ -206,7 +224,8 @@ internal static class FitBenchmark
             string loss = r.FirstLoss is null ? r.Error ?? "" : $"{r.FirstLoss:F3} -> {r.FinalLoss:F3}";
             table.AppendLine($"| {r.Batch} x {r.Context} | {r.Kernels} | {Num(r.MedianStepMs, "F1")} | {Num(r.TokensPerSecond, "F0")} | " +
                              $"{Fmt(r.PeakGiB)} | {Fmt(r.WeightsGiB)} | {Fmt(r.Breakdown?.SavedGiB)} | " +
-                             $"{(r.Breakdown is { } split ? $"{split.ForwardPeakGiB:F2} / {split.BackwardPeakGiB:F2}" : "—")} | {loss} | {speed} | {memory} |");
+                             $"{(r.Breakdown is { } split ? $"{split.ForwardPeakGiB:F2} / {split.BackwardPeakGiB:F2}" : "—")} | " +
+                             $"{(r.Counts is { } n ? $"{n.Launches} / {n.Syncs}" : "—")} | {loss} | {speed} | {memory} |");
         }
         return table.ToString();
     }

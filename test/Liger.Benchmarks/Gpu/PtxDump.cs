@@ -28,6 +28,8 @@ internal static class PtxDump
             (typeof(GatedKernels), nameof(GatedKernels.BackwardVectorized), [.. bf16, typeof(SiLU)]),
             (typeof(GatedKernels), nameof(GatedKernels.ForwardVectorized), [.. bf16, typeof(GeluTanh)]),
             (typeof(GatedKernels), nameof(GatedKernels.BackwardVectorized), [.. bf16, typeof(GeluTanh)]),
+            (typeof(GatedKernels), nameof(GatedKernels.BackwardRecomputingVectorized), [.. bf16, typeof(SiLU)]),
+            (typeof(GatedKernels), nameof(GatedKernels.BackwardRecomputingVectorized), [.. bf16, typeof(GeluTanh)]),
             (typeof(RopeKernels), nameof(RopeKernels.RotateVectorized), bf16),
             (typeof(RopeKernels), nameof(RopeKernels.Rotate), bf16[..2]),
             (typeof(CrossEntropyKernels), nameof(CrossEntropyKernels.RowsVectorized), bf16),
