@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Models;
 
 namespace Microsoft.ML.Liger.Training;
@@ -136,6 +137,17 @@ public class CausalLMTrainingOptions
     /// <summary>Stops training between optimizer steps; a checkpoint is written first when <see cref="CheckpointFolder"/> is set.</summary>
     public CancellationToken CancellationToken { get; set; }
 
+    /// <summary>
+    /// Data-parallel training over several processes (one per GPU, or CPU processes under mpirun); null: this process
+    /// trains alone. <see cref="DistributedOptions.FromEnvironment"/> reads what the launcher set. <see cref="BatchSize"/>
+    /// stays per process: the optimizer steps on <see cref="DistributedOptions.WorldSize"/> × <see cref="BatchSize"/>
+    /// rows per micro-batch, exactly as one process with that batch size would.
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
+
+    /// <summary>Rows per micro-batch over all the processes (what the batch plans cut the data into).</summary>
+    internal int GlobalBatchSize => BatchSize * (Distributed?.WorldSize ?? 1);
+
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option that is out of range.</summary>
     public virtual void Validate()
     {
@@ -160,6 +172,7 @@ public class CausalLMTrainingOptions
         Positive(CheckpointsToKeep, nameof(CheckpointsToKeep));
         ArgumentNullException.ThrowIfNull(Kernels, nameof(Kernels));
         Kernels.Validate();
+        Distributed?.Validate();
         if (ResumeFromCheckpoint && CheckpointFolder is null)
             throw new ArgumentException($"{nameof(ResumeFromCheckpoint)} needs a {nameof(CheckpointFolder)} to resume from.", nameof(CheckpointFolder));
     }
