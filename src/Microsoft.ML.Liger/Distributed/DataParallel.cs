@@ -14,11 +14,13 @@ internal sealed class DataParallel
 {
     private readonly DistributedOptions options;
     private readonly GradientBuckets buckets;
+    private readonly Device device;
 
     private DataParallel(CausalLM model, DistributedOptions options, Collectives collectives)
     {
         this.options = options;
         Collectives = collectives;
+        device = model.LmHeadWeight.device;
         buckets = new GradientBuckets(model.parameters().Where(p => p.requires_grad), collectives, options.BucketMegabytes);
     }
 
@@ -70,6 +72,20 @@ internal sealed class DataParallel
         options.ZeroStage == 1
             ? new ShardedOptimizer(model, training, masterWeights, Collectives)
             : new TrainingOptimizer(model, training, masterWeights);
+
+    /// <summary>
+    /// Whether any rank's token is cancelled, agreed by all of them (each must stop at the same step, or the collectives of
+    /// the ones that go on would wait forever). Asked only every <see cref="CausalLMTrainingOptions.LoggingInterval"/> steps,
+    /// where reports already wait for the device: a cancellation is honoured at the next of those steps.
+    /// </summary>
+    public bool AnyCancelled(int step, CausalLMTrainingOptions training)
+    {
+        if (step % training.LoggingInterval != 0)
+            return false;
+        using var flag = tensor(training.CancellationToken.IsCancellationRequested ? 1f : 0f, device: device);
+        Collectives.AllReduce(flag);
+        return flag.item<float>() > 0;
+    }
 
     /// <summary>Sums <paramref name="values"/> over the ranks in place (each rank's share of the step losses).</summary>
     public void Sum(Tensor values) => Collectives.AllReduce(values);

@@ -134,7 +134,10 @@ public class CausalLMTrainingOptions
     /// <summary>Called on the training thread at every report (each <see cref="LoggingInterval"/> steps and each evaluation).</summary>
     public Action<TrainingProgress>? OnProgress { get; set; }
 
-    /// <summary>Stops training between optimizer steps; a checkpoint is written first when <see cref="CheckpointFolder"/> is set.</summary>
+    /// <summary>
+    /// Stops training between optimizer steps; a checkpoint is written first when <see cref="CheckpointFolder"/> is set. In a
+    /// data-parallel run any rank's token stops every rank, at the next multiple of <see cref="LoggingInterval"/> steps.
+    /// </summary>
     public CancellationToken CancellationToken { get; set; }
 
     /// <summary>

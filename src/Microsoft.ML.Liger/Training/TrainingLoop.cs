@@ -108,10 +108,10 @@ internal sealed class TrainingLoop
 
             for (int step = start; step < total; step++)
             {
-                if (options.CancellationToken.IsCancellationRequested)
+                if (parallel is null ? options.CancellationToken.IsCancellationRequested : parallel.AnyCancelled(step, options))
                 {
                     Checkpoint(step);
-                    options.CancellationToken.ThrowIfCancellationRequested();
+                    throw new OperationCanceledException(options.CancellationToken);
                 }
                 model.train();
                 var batches = plan.Step(step);
