@@ -49,7 +49,10 @@ internal sealed unsafe class MpiLibrary
 
     /// <summary>The library, loaded once per process.</summary>
     /// <exception cref="DllNotFoundException">Open MPI is not installed (the message says what to install or set).</exception>
-    public static MpiLibrary Load() => loaded ??= new MpiLibrary(Find());
+    public static MpiLibrary Load() => loaded ??= LoadFrom(Candidates());
+
+    /// <summary>The first of <paramref name="candidates"/> that loads.</summary>
+    internal static MpiLibrary LoadFrom(IEnumerable<string> candidates) => new(Find(candidates));
 
     internal static IEnumerable<string> Candidates()
     {
@@ -60,8 +63,8 @@ internal sealed unsafe class MpiLibrary
         yield return "/usr/lib64/openmpi/lib/libmpi.so.40";
     }
 
-    private static IntPtr Find() =>
-        NativeLoader.Load(Candidates(), out var errors) ?? throw new DllNotFoundException(
+    private static IntPtr Find(IEnumerable<string> candidates) =>
+        NativeLoader.Load(candidates, out var errors) ?? throw new DllNotFoundException(
             $"The MPI backend needs Open MPI's {Name}, which could not be loaded ({string.Join("; ", errors)}). Install Open MPI " +
             $"(Debian/Ubuntu: apt-get install openmpi-bin libopenmpi-dev) or set {PathVariable} to the library's path, and start the ranks with mpirun.");
 

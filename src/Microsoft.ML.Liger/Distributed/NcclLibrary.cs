@@ -73,7 +73,10 @@ internal sealed unsafe class NcclLibrary
 
     /// <summary>The library, loaded once per process.</summary>
     /// <exception cref="DllNotFoundException">No libnccl.so.2 was found (the message lists where it looked and how to point at one).</exception>
-    public static NcclLibrary Load() => loaded ??= new NcclLibrary(Find());
+    public static NcclLibrary Load() => loaded ??= LoadFrom(Candidates());
+
+    /// <summary>The first of <paramref name="candidates"/> that loads.</summary>
+    internal static NcclLibrary LoadFrom(IEnumerable<string> candidates) => new(Find(candidates));
 
     internal static IEnumerable<string> Candidates()
     {
@@ -116,8 +119,8 @@ internal sealed unsafe class NcclLibrary
         }
     }
 
-    private static IntPtr Find() =>
-        NativeLoader.Load(Candidates(), out var errors) ?? throw new DllNotFoundException(
+    private static IntPtr Find(IEnumerable<string> candidates) =>
+        NativeLoader.Load(candidates, out var errors) ?? throw new DllNotFoundException(
             $"The NCCL backend needs {Name}, which could not be loaded (tried: {string.Join("; ", errors)}). Install NCCL " +
             $"(for example with PyTorch: pip install torch brings nvidia/nccl/lib/{Name}), or set {PathVariable} to the library's full path.");
 
