@@ -35,14 +35,14 @@ internal sealed record DistributedScenario
         }).ToList();
     }
 
-    public CausalLM Model()
+    public CausalLM Model(string device = "cpu")
     {
         var config = CausalLMArchitectures.Create("tiny-llama", Vocabulary, new Dictionary<string, object?>
         {
             ["hidden_size"] = 24L, ["intermediate_size"] = 40L, ["num_hidden_layers"] = 1L,
             ["num_attention_heads"] = 2L, ["num_key_value_heads"] = 1L, ["head_dim"] = 12L, ["tie_word_embeddings"] = false,
         });
-        var model = new CausalLM(config, new CausalLMOptions { Seed = Seed });
+        var model = new CausalLM(config, new CausalLMOptions { Seed = Seed, Device = TorchSharp.torch.device(device) });
         model.InitializeWeights(Seed);
         return model;
     }

@@ -8,23 +8,34 @@ using TorchSharp;
 //   --out DIR            where each rank writes rank-R/ (the trained model) and rank-R.losses (one step loss a line)
 //   --checkpoint DIR     checkpoint folder; --resume continues from it; --cancel-at K cancels rank 0 after step K
 //   --world-size N       overrides the world size mpirun set (to test the mismatch error)
+//   --device D           "cpu" (default) or "cuda" (each rank on cuda:LOCAL_RANK; NCCL by default)
+//   --reference N        no data parallelism: this one process trains with N times the batch (what N ranks must match)
 var arguments = args.ToList();
 string? Get(string name) => arguments.IndexOf(name) is int i and >= 0 && i + 1 < arguments.Count ? arguments[i + 1] : null;
 string output = Get("--out") ?? throw new ArgumentException("--out is required");
 var scenario = DistributedScenario.Parse(arguments);
-var distributed = DistributedOptions.FromEnvironment() ?? throw new InvalidOperationException("No RANK/WORLD_SIZE or OMPI_COMM_WORLD_* in the environment: start the worker with mpirun or Liger.Launch.");
-distributed.ZeroStage = scenario.ZeroStage;
-distributed.BucketMegabytes = scenario.BucketMegabytes;
-if (Get("--world-size") is { } forced)
-    distributed.WorldSize = int.Parse(forced, CultureInfo.InvariantCulture);
+int? referenceRanks = Get("--reference") is { } n ? int.Parse(n, CultureInfo.InvariantCulture) : null;
+var distributed = referenceRanks is not null ? null : DistributedOptions.FromEnvironment()
+    ?? throw new InvalidOperationException("No RANK/WORLD_SIZE or OMPI_COMM_WORLD_* in the environment: start the worker with mpirun or Liger.Launch.");
+if (distributed is not null)
+{
+    distributed.ZeroStage = scenario.ZeroStage;
+    distributed.BucketMegabytes = scenario.BucketMegabytes;
+    if (Get("--world-size") is { } forced)
+        distributed.WorldSize = int.Parse(forced, CultureInfo.InvariantCulture);
+}
+int rank = distributed?.Rank ?? 0;
+string device = Get("--device") ?? "cpu";
+if (device == "cuda")
+    device = $"cuda:{distributed?.LocalRank ?? 0}";
 // Two ranks share two cores: one thread each keeps them from fighting.
 torch.set_num_threads(1);
 // A failure is left unhandled on purpose: the process then dies without MPI_Finalize (which would wait for the other
 // ranks), and mpirun or the launcher stops the others and reports the failing rank.
 {
-    using var model = scenario.Model();
+    using var model = scenario.Model(device);
     using var cancel = new CancellationTokenSource();
-    var options = scenario.Options(scenario.BatchSize, distributed);
+    var options = scenario.Options(scenario.BatchSize * (referenceRanks ?? 1), distributed);
     options.CheckpointFolder = Get("--checkpoint");
     options.ResumeFromCheckpoint = arguments.Contains("--resume");
     options.CancellationToken = cancel.Token;
@@ -40,13 +51,13 @@ torch.set_num_threads(1);
     try
     {
         var result = trainer.Train(scenario.Data());
-        model.SavePretrained(Path.Combine(output, $"rank-{distributed.Rank}"));
-        File.WriteAllLines(Path.Combine(output, $"rank-{distributed.Rank}.losses"), result.StepLosses.Select(l => l.ToString("R", CultureInfo.InvariantCulture)));
-        File.WriteAllText(Path.Combine(output, $"rank-{distributed.Rank}.tokens"), result.TokensSeen.ToString(CultureInfo.InvariantCulture));
+        model.SavePretrained(Path.Combine(output, $"rank-{rank}"));
+        File.WriteAllLines(Path.Combine(output, $"rank-{rank}.losses"), result.StepLosses.Select(l => l.ToString("R", CultureInfo.InvariantCulture)));
+        File.WriteAllText(Path.Combine(output, $"rank-{rank}.tokens"), result.TokensSeen.ToString(CultureInfo.InvariantCulture));
     }
     catch (OperationCanceledException)
     {
-        File.WriteAllText(Path.Combine(output, $"rank-{distributed.Rank}.cancelled"), "");
+        File.WriteAllText(Path.Combine(output, $"rank-{rank}.cancelled"), "");
     }
 }
 Collectives.Shutdown();

@@ -21,7 +21,7 @@ public sealed class DataParallelTests
 
     public TestContext TestContext { get; set; } = null!;
 
-    private static DistributedScenario FreshScenario()
+    internal static DistributedScenario FreshScenario()
     {
         // Fresh data and odd sizes each run (the seed is in every message): 17 to 29 rows, so the last micro-batch of an
         // epoch is short and the ranks' shares differ.
@@ -120,7 +120,7 @@ public sealed class DataParallelTests
     private static Dictionary<string, float[]> Weights(CausalLM model) =>
         model.state_dict().ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float32).cpu().data<float>().ToArray());
 
-    private static Dictionary<string, float[]> Stored(string folder, int rank)
+    internal static Dictionary<string, float[]> Stored(string folder, int rank)
     {
         var tensors = SafetensorsCheckpoint.ReadTensors(Path.Combine(folder, $"rank-{rank}", "model.safetensors"));
         try
@@ -134,7 +134,7 @@ public sealed class DataParallelTests
         }
     }
 
-    private static void AssertClose(float[] expected, float[] actual, string what)
+    internal static void AssertClose(float[] expected, float[] actual, string what)
     {
         Assert.HasCount(expected.Length, actual, what);
         for (int i = 0; i < expected.Length; i++)
