@@ -10,6 +10,7 @@ using TorchSharp;
 //   --world-size N       overrides the world size mpirun set (to test the mismatch error)
 //   --device D           "cpu" (default) or "cuda" (each rank on cuda:LOCAL_RANK; NCCL by default)
 //   --reference N        no data parallelism: this one process trains with N times the batch (what N ranks must match)
+//   --estimator K --tokenizer DIR   instead of the trainer: the public estimator K ("sft" or "dpo"), EstimatorScenario's run
 var arguments = args.ToList();
 string? Get(string name) => arguments.IndexOf(name) is int i and >= 0 && i + 1 < arguments.Count ? arguments[i + 1] : null;
 string output = Get("--out") ?? throw new ArgumentException("--out is required");
@@ -30,6 +31,14 @@ if (device == "cuda")
     device = $"cuda:{distributed?.LocalRank ?? 0}";
 // Two ranks share two cores: one thread each keeps them from fighting.
 torch.set_num_threads(1);
+if (Get("--estimator") is { } kind)
+{
+    using var transformer = EstimatorScenario.Fit(kind, Get("--tokenizer") ?? throw new ArgumentException("--tokenizer is required with --estimator"),
+        scenario.Seed, scenario.Rows, scenario.BatchSize, distributed);
+    transformer.Model.SavePretrained(Path.Combine(output, $"rank-{rank}"));
+    Collectives.Shutdown();
+    return 0;
+}
 // A failure is left unhandled on purpose: the process then dies without MPI_Finalize (which would wait for the other
 // ranks), and mpirun or the launcher stops the others and reports the failing rank.
 {

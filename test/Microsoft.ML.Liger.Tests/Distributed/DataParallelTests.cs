@@ -109,6 +109,23 @@ public sealed class DataParallelTests
     }
 
     [TestMethod]
+    [DataRow("sft"), DataRow("dpo")]
+    public void Estimators_WithDistributedOption_TrainLikeOneProcessWithTheCombinedBatch(string kind)
+    {
+        var scenario = FreshScenario();
+        string tokenizer = Path.Combine(AppContext.BaseDirectory, "Fixtures", "hf-tokenizers", "bpe");
+        string folder = FineTuneFixtures.TempFolder("ddp-estimator");
+        var (code, output) = MpiRunner.Run(2, [.. scenario.ToArgs(), "--out", folder, "--estimator", kind, "--tokenizer", tokenizer]);
+        Assert.AreEqual(0, code, output);
+        using var reference = EstimatorScenario.Fit(kind, tokenizer, scenario.Seed, scenario.Rows, 2 * scenario.BatchSize, null);
+        var expected = Weights(reference.Model);
+        var stored = Stored(folder, 1);
+        Assert.IsNotEmpty(stored);
+        foreach (var (name, weight) in stored)
+            AssertClose(expected[name], weight, $"{kind}: {name} on rank 1 ({scenario})");
+    }
+
+    [TestMethod]
     public void WorldSizeThatMpiDoesNotRun_IsRefusedNamingTheOption()
     {
         var (code, output) = MpiRunner.Run(2, [.. FreshScenario().ToArgs(), "--out", FineTuneFixtures.TempFolder("ddp-bad"), "--world-size", "3"]);
