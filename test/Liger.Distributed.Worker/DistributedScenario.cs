@@ -7,7 +7,8 @@ namespace Liger.Distributed.Worker;
 
 /// <summary>
 /// A small fine-tuning run both the worker ranks and the tests' single-process reference build the same way (this file is
-/// linked into the test project): random token data of uneven lengths with prompts, a one-layer Llama, fp32 on the CPU.
+/// linked into the test project): random token data of uneven lengths with prompts, a one-layer Llama, fp32 (or bf16 with
+/// fp32 master weights) on the CPU.
 /// </summary>
 internal sealed record DistributedScenario
 {
@@ -23,6 +24,7 @@ internal sealed record DistributedScenario
     public double BucketMegabytes { get; init; } = 0.01;
     public bool Packing { get; init; }
     public int CheckpointInterval { get; init; }
+    public bool BFloat16 { get; init; }
 
     /// <summary>Rows of 2 to 19 tokens, the first 0 to 3 of them prompt.</summary>
     public List<TokenizedExample> Data()
@@ -42,7 +44,11 @@ internal sealed record DistributedScenario
             ["hidden_size"] = 24L, ["intermediate_size"] = 40L, ["num_hidden_layers"] = 1L,
             ["num_attention_heads"] = 2L, ["num_key_value_heads"] = 1L, ["head_dim"] = 12L, ["tie_word_embeddings"] = false,
         });
-        var model = new CausalLM(config, new CausalLMOptions { Seed = Seed, Device = TorchSharp.torch.device(device) });
+        var model = new CausalLM(config, new CausalLMOptions
+        {
+            Seed = Seed, Device = TorchSharp.torch.device(device),
+            DType = BFloat16 ? TorchSharp.torch.ScalarType.BFloat16 : TorchSharp.torch.ScalarType.Float32,
+        });
         model.InitializeWeights(Seed);
         return model;
     }
@@ -59,7 +65,7 @@ internal sealed record DistributedScenario
         WarmupSteps = 1,
         WeightDecay = 0.1,
         MaxGradientNorm = MaxNorm,
-        Precision = TrainingPrecision.Float32,
+        Precision = BFloat16 ? TrainingPrecision.BFloat16 : TrainingPrecision.Float32,
         LoggingInterval = 1,
         CheckpointInterval = CheckpointInterval,
         Seed = Seed,
@@ -70,7 +76,7 @@ internal sealed record DistributedScenario
     [
         "--seed", Str(Seed), "--rows", Str(Rows), "--batch", Str(BatchSize), "--accumulation", Str(Accumulation), "--steps", Str(Steps),
         "--max-norm", Str(MaxNorm), "--zero", Str(ZeroStage), "--bucket-mb", Str(BucketMegabytes), "--packing", Str(Packing),
-        "--checkpoint-interval", Str(CheckpointInterval),
+        "--checkpoint-interval", Str(CheckpointInterval), "--bf16", Str(BFloat16),
     ];
 
     /// <summary>The scenario from <paramref name="args"/> (unknown options are left to the caller).</summary>
@@ -90,6 +96,7 @@ internal sealed record DistributedScenario
             BucketMegabytes = Get("--bucket-mb") is { } b ? double.Parse(b, CultureInfo.InvariantCulture) : d.BucketMegabytes,
             Packing = Get("--packing") is { } p ? bool.Parse(p) : d.Packing,
             CheckpointInterval = Int(Get("--checkpoint-interval")) ?? d.CheckpointInterval,
+            BFloat16 = Get("--bf16") is { } h ? bool.Parse(h) : d.BFloat16,
         };
     }
 

@@ -78,10 +78,10 @@ public sealed class DataParallelTests
     }
 
     [TestMethod]
-    [DataRow(0), DataRow(1)]
-    public void RankZeroCheckpoint_ThenResume_ContinuesExactly(int zeroStage)
+    [DataRow(0, false), DataRow(1, false), DataRow(1, true)]
+    public void RankZeroCheckpoint_ThenResume_ContinuesExactly(int zeroStage, bool bf16)
     {
-        var scenario = FreshScenario() with { ZeroStage = zeroStage, Steps = 5 };
+        var scenario = FreshScenario() with { ZeroStage = zeroStage, Steps = 5, BFloat16 = bf16 };
         string whole = FineTuneFixtures.TempFolder("ddp-whole"), resumed = FineTuneFixtures.TempFolder("ddp-resumed");
         string checkpoints = Path.Combine(resumed, "checkpoints");
         var (code, output) = MpiRunner.Run(2, [.. scenario.ToArgs(), "--out", whole]);
@@ -95,6 +95,9 @@ public sealed class DataParallelTests
         CollectionAssert.AreEqual(new[] { "checkpoint-0000002" }, written, "one complete checkpoint, no staging folder left");
         var files = Directory.GetFiles(Path.Combine(checkpoints, "checkpoint-0000002")).Select(Path.GetFileName).Order().ToList();
         string[] optimizerFiles = zeroStage == 1 ? ["optimizer.rank-0-of-2.bin", "optimizer.rank-1-of-2.bin"] : ["optimizer.bin"];
+        if (bf16)
+            // Each rank's share of the fp32 master weights beside its share of AdamW's state.
+            optimizerFiles = [.. optimizerFiles, .. zeroStage == 1 ? new[] { "master_weights.rank-0-of-2.safetensors", "master_weights.rank-1-of-2.safetensors" } : ["master_weights.safetensors"]];
         CollectionAssert.IsSubsetOf(optimizerFiles.Append("model.safetensors").Append(TrainerState.FileName).ToList(), files, string.Join(", ", files));
         Assert.AreEqual(zeroStage == 1 ? 2 : 1, files.Count(f => f!.StartsWith("optimizer", StringComparison.Ordinal)), string.Join(", ", files));
 
