@@ -7,13 +7,21 @@ namespace Microsoft.ML.Liger;
 /// </summary>
 internal static class AtomicFolder
 {
+    /// <summary>The hidden sibling <see cref="Write"/> stages <paramref name="folder"/> in (other processes may write into it while it is staged).</summary>
+    public static string StagingOf(string folder)
+    {
+        string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
+        string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"'{folder}' has no parent folder.", nameof(folder));
+        return Path.Combine(parent, $".{Path.GetFileName(full)}.staging");
+    }
+
     public static void Write(string folder, Action<string> write)
     {
         string full = Path.GetFullPath(folder).TrimEnd(Path.DirectorySeparatorChar);
         string parent = Path.GetDirectoryName(full) ?? throw new ArgumentException($"'{folder}' has no parent folder.", nameof(folder));
         string name = Path.GetFileName(full);
         Directory.CreateDirectory(parent);
-        string staging = Path.Combine(parent, $".{name}.staging");
+        string staging = StagingOf(folder);
         string old = Path.Combine(parent, $".{name}.old");
         foreach (var stale in new[] { staging, old })
             if (Directory.Exists(stale))

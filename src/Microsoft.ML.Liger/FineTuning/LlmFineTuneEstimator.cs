@@ -47,7 +47,7 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         if (untrainable > 0)
             channel.Warning(MessageSensitivity.None, $"{untrainable} of {train.Count} rows have no target token within MaxContextLength = {options.MaxContextLength} (the prompt fills it); they add nothing.");
 
-        var device = ModelSetup.ResolveDevice(options.Device, catalog);
+        var device = Distributed.DistributedDevice.Of(ModelSetup.ResolveDevice(options.Device, catalog), options.Device, options.Distributed);
         var dtype = ModelSetup.ResolvePrecision(options.Precision, device);
         var model = ModelSetup.Build(options.BaseModelPath, options.Architecture, options.ArchitectureOverrides, tokenizer, options.Kernels, options.Seed, device, dtype);
         try

@@ -64,7 +64,7 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
         if (train.Count == 0)
             throw new ArgumentException("The training data has no rows.", nameof(input));
 
-        var device = ModelSetup.ResolveDevice(options.Device, catalog);
+        var device = Distributed.DistributedDevice.Of(ModelSetup.ResolveDevice(options.Device, catalog), options.Device, options.Distributed);
         var dtype = ModelSetup.ResolvePrecision(options.Precision, device);
         var model = ModelSetup.Build(options.BaseModelPath, options.Architecture, options.ArchitectureOverrides, tokenizer, options.Kernels, options.Seed, device, dtype);
         ReferenceLogProbs? reference = null;

@@ -75,7 +75,7 @@ internal sealed record PreferenceBatch(SequenceRows Main, int Units, bool[]? Des
 /// The order of preference training: each epoch shuffles the examples (<see cref="EpochOrder"/>, as fine-tuning does) and
 /// cuts them into micro-batches of BatchSize examples, GradientAccumulationSteps micro-batches a step.
 /// </summary>
-internal sealed class PreferenceBatchPlan : ITrainingPlan<PreferenceBatch>
+internal sealed partial class PreferenceBatchPlan : ITrainingPlan<PreferenceBatch>
 {
     private readonly IReadOnlyList<PreferenceExample> examples;
     private readonly CausalLMTrainingOptions options;
@@ -93,7 +93,7 @@ internal sealed class PreferenceBatchPlan : ITrainingPlan<PreferenceBatch>
         this.options = options;
         this.paired = paired;
         this.padId = padId;
-        microBatchesPerEpoch = (examples.Count + options.BatchSize - 1) / options.BatchSize;
+        microBatchesPerEpoch = (examples.Count + options.GlobalBatchSize - 1) / options.GlobalBatchSize;
         StepsPerEpoch = (microBatchesPerEpoch + options.GradientAccumulationSteps - 1) / options.GradientAccumulationSteps;
         TotalSteps = options.MaxSteps ?? StepsPerEpoch * options.Epochs;
     }
@@ -109,7 +109,7 @@ internal sealed class PreferenceBatchPlan : ITrainingPlan<PreferenceBatch>
         {
             int[] order = EpochOrder.Shuffled(examples.Count, options.Seed, epoch);
             cachedBatches = Enumerable.Range(0, microBatchesPerEpoch)
-                .Select(b => PreferenceBatch.Of(examples, order[(b * options.BatchSize)..Math.Min(order.Length, (b + 1) * options.BatchSize)], paired, padId))
+                .Select(b => PreferenceBatch.Of(examples, order[(b * options.GlobalBatchSize)..Math.Min(order.Length, (b + 1) * options.GlobalBatchSize)], paired, padId))
                 .ToArray();
             cachedEpoch = epoch;
         }

@@ -18,7 +18,7 @@ internal sealed record MicroBatch(long[] InputIds, long[] Labels, long[] Attenti
 /// examples with a generator seeded by (seed, epoch) (<see cref="EpochOrder"/>), so any step can be rebuilt from its
 /// number alone: that is what lets a resumed run see exactly the batches an uninterrupted one would have.
 /// </summary>
-internal sealed class BatchPlan : ITrainingPlan<MicroBatch>
+internal sealed partial class BatchPlan : ITrainingPlan<MicroBatch>
 {
     public const long IgnoreIndex = -100;
 
@@ -42,7 +42,7 @@ internal sealed class BatchPlan : ITrainingPlan<MicroBatch>
         this.padId = padId;
         this.separatorId = separatorId;
         long rows = options.Packing ? (PackedLength() + options.MaxContextLength - 1) / options.MaxContextLength : examples.Count;
-        MicroBatchesPerEpoch = (int)((rows + options.BatchSize - 1) / options.BatchSize);
+        MicroBatchesPerEpoch = (int)((rows + options.GlobalBatchSize - 1) / options.GlobalBatchSize);
         StepsPerEpoch = (MicroBatchesPerEpoch + options.GradientAccumulationSteps - 1) / options.GradientAccumulationSteps;
         TotalSteps = options.MaxSteps ?? StepsPerEpoch * options.Epochs;
     }
@@ -84,9 +84,9 @@ internal sealed class BatchPlan : ITrainingPlan<MicroBatch>
     private MicroBatch[] PaddedBatches(int[] order)
     {
         var batches = new List<MicroBatch>(MicroBatchesPerEpoch);
-        for (int start = 0; start < order.Length; start += options.BatchSize)
+        for (int start = 0; start < order.Length; start += options.GlobalBatchSize)
         {
-            var rows = order[start..Math.Min(order.Length, start + options.BatchSize)].Select(i => examples[i]).ToList();
+            var rows = order[start..Math.Min(order.Length, start + options.GlobalBatchSize)].Select(i => examples[i]).ToList();
             batches.Add(Padded(rows, options.MaxContextLength, padId));
         }
         return [.. batches];
@@ -151,9 +151,9 @@ internal sealed class BatchPlan : ITrainingPlan<MicroBatch>
         }
         int rowCount = (tokens.Count + length - 1) / length;
         var batches = new List<MicroBatch>();
-        for (int firstRow = 0; firstRow < rowCount; firstRow += options.BatchSize)
+        for (int firstRow = 0; firstRow < rowCount; firstRow += options.GlobalBatchSize)
         {
-            int rows = Math.Min(options.BatchSize, rowCount - firstRow);
+            int rows = Math.Min(options.GlobalBatchSize, rowCount - firstRow);
             var ids = new long[rows * length];
             var lab = new long[ids.Length];
             var mask = new long[ids.Length];

@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Models;
 
 namespace Microsoft.ML.Liger.Training;
@@ -133,8 +134,22 @@ public class CausalLMTrainingOptions
     /// <summary>Called on the training thread at every report (each <see cref="LoggingInterval"/> steps and each evaluation).</summary>
     public Action<TrainingProgress>? OnProgress { get; set; }
 
-    /// <summary>Stops training between optimizer steps; a checkpoint is written first when <see cref="CheckpointFolder"/> is set.</summary>
+    /// <summary>
+    /// Stops training between optimizer steps; a checkpoint is written first when <see cref="CheckpointFolder"/> is set. In a
+    /// data-parallel run any rank's token stops every rank, at the next multiple of <see cref="LoggingInterval"/> steps.
+    /// </summary>
     public CancellationToken CancellationToken { get; set; }
+
+    /// <summary>
+    /// Data-parallel training over several processes (one per GPU, or CPU processes under mpirun); null: this process
+    /// trains alone. <see cref="DistributedOptions.FromEnvironment"/> reads what the launcher set. <see cref="BatchSize"/>
+    /// stays per process: the optimizer steps on <see cref="DistributedOptions.WorldSize"/> × <see cref="BatchSize"/>
+    /// rows per micro-batch, exactly as one process with that batch size would.
+    /// </summary>
+    public DistributedOptions? Distributed { get; set; }
+
+    /// <summary>Rows per micro-batch over all the processes (what the batch plans cut the data into).</summary>
+    internal int GlobalBatchSize => BatchSize * (Distributed?.WorldSize ?? 1);
 
     /// <summary>Throws <see cref="ArgumentOutOfRangeException"/> naming the first option that is out of range.</summary>
     public virtual void Validate()
@@ -160,6 +175,7 @@ public class CausalLMTrainingOptions
         Positive(CheckpointsToKeep, nameof(CheckpointsToKeep));
         ArgumentNullException.ThrowIfNull(Kernels, nameof(Kernels));
         Kernels.Validate();
+        Distributed?.Validate();
         if (ResumeFromCheckpoint && CheckpointFolder is null)
             throw new ArgumentException($"{nameof(ResumeFromCheckpoint)} needs a {nameof(CheckpointFolder)} to resume from.", nameof(CheckpointFolder));
     }

@@ -29,13 +29,16 @@ public static class TrainingCheckpoints
     /// <summary>The newest complete checkpoint in <paramref name="folder"/>, or null.</summary>
     public static string? Latest(string folder) => List(folder) is { Count: > 0 } all ? all[^1].Path : null;
 
+    /// <summary>The path of checkpoint <paramref name="step"/> in <paramref name="folder"/>.</summary>
+    internal static string PathOf(string folder, int step) => Path.Combine(folder, Prefix + step.ToString("D7", CultureInfo.InvariantCulture));
+
     /// <summary>
     /// Writes checkpoint <paramref name="step"/> through <paramref name="write"/> (given the staging folder), moves
     /// it into place, and keeps the newest <paramref name="keep"/>. Returns the checkpoint's path.
     /// </summary>
     internal static string Write(string folder, int step, Action<string> write, int keep)
     {
-        string final = Path.Combine(folder, Prefix + step.ToString("D7", CultureInfo.InvariantCulture));
+        string final = PathOf(folder, step);
         AtomicFolder.Write(final, write);
         foreach (var (_, path) in List(folder).SkipLast(keep))
             Directory.Delete(path, recursive: true);

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
@@ -9,12 +10,14 @@ namespace Microsoft.ML.Liger.Training;
 /// accumulation (the objective scales each micro-batch to its share of the step), global-norm clipping, fp32
 /// master weights for bf16 models, periodic evaluation, atomic checkpoints and exact resume, cancellation.
 /// The only host synchronisations in a step are at reports (losses and metrics are gathered on the device until
-/// then). Deterministic for a seed on the CPU.
+/// then). Deterministic for a seed on the CPU. With <see cref="CausalLMTrainingOptions.Distributed"/> set, the same loop
+/// runs on every rank and <see cref="DataParallel"/> splits each micro-batch's rows and sums the gradients.
 /// </summary>
 internal sealed class TrainingLoop
 {
     private readonly CausalLM model;
     private readonly CausalLMTrainingOptions options;
+    private DataParallel? parallel;
 
     /// <param name="model">The trained model, fp32 or bf16 (validated here).</param>
     /// <param name="options">Loop options, already validated.</param>
@@ -42,7 +45,7 @@ internal sealed class TrainingLoop
     /// Throws <see cref="OperationCanceledException"/> on cancellation, after writing a checkpoint when a folder is set.
     /// </summary>
     public TrainingResult Run<TBatch>(ITrainingPlan<TBatch> plan, ITrainingObjective<TBatch> objective, string dataFingerprint,
-        IReadOnlyDictionary<string, string>? runShape = null)
+        IReadOnlyDictionary<string, string>? runShape = null) where TBatch : class
     {
         int total = plan.TotalSteps;
         bool bf16 = model.LmHeadWeight.dtype == ScalarType.BFloat16;
@@ -52,7 +55,12 @@ internal sealed class TrainingLoop
                 shape[key] = value;
         var device = model.LmHeadWeight.device;
         var meter = new MemoryMeter(device);
-        using var optimizer = new TrainingOptimizer(model, options, masterWeights: bf16);
+        var parallel = DataParallel.For(model, options);
+        if (parallel is not null)
+            foreach (var (key, value) in parallel.RunShape)
+                shape[key] = value;
+        using var optimizer = parallel?.CreateOptimizer(model, options, bf16) ?? new TrainingOptimizer(model, options, masterWeights: bf16);
+        this.parallel = parallel;
 
         var losses = new List<double>();
         var evals = new List<(int, double)>();
@@ -68,6 +76,7 @@ internal sealed class TrainingLoop
             evals.AddRange(state.EvalLosses.Select(e => (e.Step, e.Loss)));
             Log?.Invoke($"Resumed from {resumeFrom} at step {start} of {total}.");
         }
+        parallel?.BroadcastModel(model);
 
         bool wasTraining = model.training, wasCheckpointing = model.GradientCheckpointing;
         model.GradientCheckpointing = options.GradientCheckpointing;
@@ -85,22 +94,24 @@ internal sealed class TrainingLoop
             {
                 if (options.CheckpointFolder is null || lastCheckpoint is not null && StepOf(lastCheckpoint) == at)
                     return;
-                Flush(pending, losses);
+                Flush(pending, losses, parallel);
                 var state = new TrainerState
                 {
                     Step = at, TotalSteps = total, TokensSeen = tokens, StepLosses = [.. losses],
                     EvalLosses = evals.Select(e => new EvalRecord(e.Item1, e.Item2)).ToList(), RunShape = shape,
                 };
-                lastCheckpoint = TrainingCheckpoints.Write(options.CheckpointFolder, at, folder => WriteCheckpoint(folder, state, optimizer), options.CheckpointsToKeep);
+                lastCheckpoint = parallel is null
+                    ? TrainingCheckpoints.Write(options.CheckpointFolder, at, folder => WriteCheckpoint(folder, state, optimizer), options.CheckpointsToKeep)
+                    : parallel.WriteCheckpoint(options.CheckpointFolder, at, options.CheckpointsToKeep, folder => WriteModel(folder, state), optimizer, state.Save);
                 Log?.Invoke($"Checkpoint {lastCheckpoint}.");
             }
 
             for (int step = start; step < total; step++)
             {
-                if (options.CancellationToken.IsCancellationRequested)
+                if (parallel is null ? options.CancellationToken.IsCancellationRequested : parallel.AnyCancelled(step, options))
                 {
                     Checkpoint(step);
-                    options.CancellationToken.ThrowIfCancellationRequested();
+                    throw new OperationCanceledException(options.CancellationToken);
                 }
                 model.train();
                 var batches = plan.Step(step);
@@ -108,11 +119,15 @@ internal sealed class TrainingLoop
                 foreach (var batch in batches)
                 {
                     using var scope = NewDisposeScope();
-                    stepLoss.add_(objective.Backward(batch, batches));
+                    // Each rank computes its rows' share of the whole step's loss (normalised over every rank's rows).
+                    var mine = parallel is null ? batch : parallel.Shard(plan, batch);
+                    if (mine is not null)
+                        stepLoss.add_(objective.Backward(mine, batches));
                     long inputs = objective.InputTokens(batch);
                     intervalTokens += inputs;
                     tokens += inputs;
                 }
+                parallel?.AllReduceGradients();
                 lr = LearningRates.At(step, total, options);
                 lastNorm?.Dispose();
                 lastNorm = optimizer.Step(lr, options.MaxGradientNorm);
@@ -122,7 +137,7 @@ internal sealed class TrainingLoop
                 bool report = done % options.LoggingInterval == 0 || done == total;
                 if (report)
                 {
-                    var recent = Flush(pending, losses);
+                    var recent = Flush(pending, losses, parallel);
                     double seconds = intervalClock.Elapsed.TotalSeconds;
                     Report(new TrainingProgress(done, total, plan.EpochAt(done), recent.Average(), lr, lastNorm.item<float>(),
                         intervalTokens / Math.Max(seconds, 1e-9), meter.Peak(), null, objective.TakeMetrics()));
@@ -136,7 +151,7 @@ internal sealed class TrainingLoop
                 if (options.CheckpointInterval > 0 && done % options.CheckpointInterval == 0 && done != total)
                     Checkpoint(done);
             }
-            Flush(pending, losses);
+            Flush(pending, losses, parallel);
             lastNorm?.Dispose();
             if (objective.HasValidation && (evals.Count == 0 || evals[^1].Item1 != total))
                 evals.Add((total, EvaluateAndReport(objective, total, total, plan)));
@@ -159,17 +174,21 @@ internal sealed class TrainingLoop
 
     private void Report(TrainingProgress progress)
     {
+        if (parallel is { IsRankZero: false })
+            return;
         Log?.Invoke(progress.ToString());
         OnReport?.Invoke(progress);
         options.OnProgress?.Invoke(progress);
     }
 
-    /// <summary>Moves the pending step losses to the host (one synchronisation) and appends them.</summary>
-    private static List<double> Flush(List<Tensor> pending, List<double> losses)
+    /// <summary>Moves the pending step losses to the host (one synchronisation; in a data-parallel run, summed over the ranks' shares first) and appends them.</summary>
+    private static List<double> Flush(List<Tensor> pending, List<double> losses, DataParallel? parallel)
     {
         if (pending.Count == 0)
             return [];
-        using var stacked = stack(pending).to(ScalarType.Float64).cpu();
+        using var shares = stack(pending);
+        parallel?.Sum(shares);
+        using var stacked = shares.to(ScalarType.Float64).cpu();
         var values = stacked.data<double>().ToList();
         foreach (var t in pending)
             t.Dispose();
@@ -188,21 +207,22 @@ internal sealed class TrainingLoop
                 $"{nameof(CausalLMTrainingOptions.ResumeFromCheckpoint)} = true to continue it, or choose an empty folder (nothing was overwritten).");
     }
 
-    private void WriteCheckpoint(string folder, TrainerState state, TrainingOptimizer optimizer)
+    private void WriteCheckpoint(string folder, TrainerState state, ICheckpointedOptimizer optimizer)
     {
-        model.SavePretrained(folder);
-        WriteCheckpointExtras?.Invoke(folder, new TrainingResult(state.Step, state.StepLosses,
-            state.EvalLosses.Select(e => (e.Step, e.Loss)).ToList(), state.TokensSeen, TimeSpan.Zero, null));
-        optimizer.SaveState(Path.Combine(folder, "optimizer.bin"));
-        if (optimizer.MasterWeights is { } masters)
-            SafetensorsWriter.Write(Path.Combine(folder, "master_weights.safetensors"),
-                masters.Select(m => new TensorToSave(m.Name, m.Master, ScalarType.Float32)).ToList(),
-                new Dictionary<string, string> { ["format"] = "pt" });
+        WriteModel(folder, state);
+        optimizer.Save(folder);
         // Written last: a checkpoint is a training checkpoint once its state is there.
         state.Save(folder);
     }
 
-    private TrainerState Resume(string checkpoint, Dictionary<string, string> shape, TrainingOptimizer optimizer)
+    private void WriteModel(string folder, TrainerState state)
+    {
+        model.SavePretrained(folder);
+        WriteCheckpointExtras?.Invoke(folder, new TrainingResult(state.Step, state.StepLosses,
+            state.EvalLosses.Select(e => (e.Step, e.Loss)).ToList(), state.TokensSeen, TimeSpan.Zero, null));
+    }
+
+    private TrainerState Resume(string checkpoint, Dictionary<string, string> shape, ICheckpointedOptimizer optimizer)
     {
         var state = TrainerState.Load(checkpoint);
         var differences = shape.Where(kv => !state.RunShape.TryGetValue(kv.Key, out var stored) || stored != kv.Value)
@@ -213,18 +233,7 @@ internal sealed class TrainingLoop
                 $"Cannot resume from '{checkpoint}': the run differs from the one that wrote it, so it would not continue the same trajectory ({string.Join("; ", differences)}).");
         // A tied lm_head is the embedding (SavePretrained stores it once); an untied one loads like any weight.
         SafetensorsCheckpoint.Load(model, checkpoint, new CheckpointLoadOptions { IgnoredNames = model.Config.TieWordEmbeddings ? ["lm_head.weight"] : [] });
-        string masterFile = Path.Combine(checkpoint, "master_weights.safetensors");
-        var masters = File.Exists(masterFile) ? SafetensorsCheckpoint.ReadTensors(masterFile) : null;
-        try
-        {
-            optimizer.LoadState(Path.Combine(checkpoint, "optimizer.bin"), masters);
-        }
-        finally
-        {
-            if (masters is not null)
-                foreach (var t in masters.Values)
-                    t.Dispose();
-        }
+        optimizer.Load(checkpoint);
         return state;
     }
 

@@ -10,7 +10,7 @@ namespace Microsoft.ML.Liger.Training;
 /// and for bf16 training fp32 master weights: the optimizer updates fp32 copies, which are rounded into the
 /// bf16 weights after each step, so small updates accumulate instead of being rounded away.
 /// </summary>
-internal sealed class TrainingOptimizer : IDisposable
+internal sealed partial class TrainingOptimizer : ICheckpointedOptimizer
 {
     private readonly (string Name, Parameter Weight)[] weights;
     private readonly Parameter[]? masters;
@@ -20,8 +20,14 @@ internal sealed class TrainingOptimizer : IDisposable
     private readonly AdamW[] adamW;
 
     public TrainingOptimizer(nn.Module model, CausalLMTrainingOptions options, bool masterWeights)
+        : this(model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToArray(), options, masterWeights)
     {
-        weights = model.named_parameters().Where(p => p.parameter.requires_grad).Select(p => (p.name, p.parameter)).ToArray();
+    }
+
+    /// <summary>Over <paramref name="weights"/> alone (ZeRO-1: a rank's share of the trainable parameters).</summary>
+    public TrainingOptimizer(IReadOnlyList<(string Name, Parameter Weight)> weights, CausalLMTrainingOptions options, bool masterWeights)
+    {
+        this.weights = [.. weights];
         if (masterWeights)
         {
             using var _ = no_grad();
@@ -82,7 +88,7 @@ internal sealed class TrainingOptimizer : IDisposable
         return norm.MoveToOuterDisposeScope();
     }
 
-    private static Tensor GlobalNorm(IReadOnlyList<Parameter> parameters)
+    internal static Tensor GlobalNorm(IReadOnlyList<Parameter> parameters)
     {
         var norms = parameters.Where(p => p.grad is not null).Select(p => p.grad!.detach().to(ScalarType.Float32).norm()).ToArray();
         return norms.Length == 0 ? zeros(1, device: parameters[0].device).squeeze() : stack(norms).norm();
