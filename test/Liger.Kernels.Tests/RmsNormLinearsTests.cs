@@ -7,8 +7,9 @@ namespace Liger.Kernels.Tests;
 /// <summary>
 /// LigerRMSNormLinearsFunction (RMSNorm and the projections after it, the normalised x recomputed in the backward):
 /// against a float64 eager reference, and bit for bit against the unfused pair (LigerRMSNormFunction, then
-/// nn.functional.linear per layer) on the same path where the two compute the same thing: the outputs and the
-/// layers' weight and bias gradients, which read the recomputed normalised x.
+/// nn.functional.linear per layer) on the same path: the outputs, the layers' weight and bias gradients (which read
+/// the recomputed normalised x), and dx and the norm's weight gradient (the projections' input gradients summed as
+/// autograd sums them).
 /// </summary>
 [TestClass]
 public sealed class RmsNormLinearsTests
@@ -57,6 +58,8 @@ public sealed class RmsNormLinearsTests
                 else
                     Assert.IsNull(fused.DBiases[i], $"no gradient for a missing bias {i}. {context}");
             }
+            TensorAssert.BitwiseEqual(pair.Dx, fused.Dx, "dx vs the unfused pair", context);
+            TensorAssert.BitwiseEqual(pair.DNormWeight, fused.DNormWeight, "d norm weight vs the unfused pair", context);
 
             // float64 eager reference
             var x64 = Leaf64(x);

@@ -103,7 +103,10 @@ internal sealed class RmsNormLinearsAutograd : autograd.MultiTensorFunction<RmsN
         var (normed, again) = RmsNormOp.Forward(rows, normWeight, eps, offset, mode);
         again.Dispose();
         Tensor? dNormed = null;
-        for (int i = 0; i < count; i++)
+        // Last layer first, each product rounded and then added: the order and roundings in which autograd sums the
+        // input gradients of separate linear layers (it runs the latest-created node first), so dx is the unfused
+        // pair's bit for bit rather than a more accurate sum that would drift from it.
+        for (int i = count - 1; i >= 0; i--)
         {
             if (grads[i] is null || grads[i].IsInvalid)
                 continue; // that output took no part in the loss
@@ -112,7 +115,13 @@ internal sealed class RmsNormLinearsAutograd : autograd.MultiTensorFunction<RmsN
             result[6 + i] = dy.t().mm(normed);
             if (hasBias[i])
                 result[6 + count + i] = dy.sum([0L]);
-            dNormed = dNormed is null ? dy.mm(weight) : dNormed.addmm_(dy, weight);
+            if (dNormed is null)
+                dNormed = dy.mm(weight);
+            else
+            {
+                using var term = dy.mm(weight);
+                dNormed.add_(term);
+            }
         }
         normed.Dispose();
         if (dNormed is null)

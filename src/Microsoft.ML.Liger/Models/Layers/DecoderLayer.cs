@@ -15,6 +15,7 @@ public sealed class DecoderLayer : nn.Module
     private readonly SparseMoeBlock? moe;
     private readonly DecoderRMSNorm? beforeAttention, afterAttention, beforeMlp, afterMlp;
     private readonly double? residualMultiplier;
+    private readonly bool recompute;
 
     internal DecoderLayer(CausalLMConfig config, ModelFamily family, int index, LigerKernelOptions kernels,
         AttentionImplementation attention, ScalarType dtype, Device? device) : base(nameof(DecoderLayer))
@@ -25,10 +26,11 @@ public sealed class DecoderLayer : nn.Module
         var activation = GatedMlp.ActivationFor(config.HiddenAct);
         bool ligerMlp = activation == GateActivation.Silu ? kernels.SwiGlu : kernels.GeGlu;
         if (family.Mlp == MlpLayout.SparseMoe)
-            register_module("block_sparse_moe", moe = new SparseMoeBlock(config, ligerMlp, dtype, device));
+            register_module("block_sparse_moe", moe = new SparseMoeBlock(config, ligerMlp, dtype, device, kernels.RecomputeActivations));
         else
             register_module("mlp", mlp = new GatedMlp(config.HiddenSize, config.IntermediateSize, family.Mlp == MlpLayout.FusedGateUp,
-                family.MlpBias(config), activation, ligerMlp, dtype, device));
+                family.MlpBias(config), activation, ligerMlp, dtype, device) { RecomputeProduct = kernels.RecomputeActivations });
+        recompute = kernels.RecomputeActivations;
         DecoderRMSNorm? Norm(string? name)
         {
             if (name is null)
@@ -55,6 +57,8 @@ public sealed class DecoderLayer : nn.Module
     /// <summary>The layer's output and, for a mixture of experts, its router logits.</summary>
     internal (Tensor Hidden, Tensor? RouterLogits) Forward(Tensor hidden, AttentionInputs inputs)
     {
+        if (!recompute)
+            return ForwardKeepingActivations(hidden, inputs);
         using var scope = NewDisposeScope();
         // The norms before attention and before the MLP go in with their projections (see Attention.Forward).
         var attended = selfAttn.Forward(hidden, inputs, beforeAttention);
@@ -65,6 +69,23 @@ public sealed class DecoderLayer : nn.Module
             (transformed, routerLogits) = moe.Forward(beforeMlp?.forward(hidden) ?? hidden);
         else
             transformed = mlp!.Forward(hidden, beforeMlp);
+        hidden = Residual(hidden, afterMlp?.forward(transformed) ?? transformed);
+        return (hidden.MoveToOuterDisposeScope(), routerLogits?.MoveToOuterDisposeScope());
+    }
+
+    // The layer as it was before recomputation: every norm's output kept by the projections that read it.
+    private (Tensor Hidden, Tensor? RouterLogits) ForwardKeepingActivations(Tensor hidden, AttentionInputs inputs)
+    {
+        using var scope = NewDisposeScope();
+        var attended = selfAttn.Forward(beforeAttention?.forward(hidden) ?? hidden, inputs);
+        hidden = Residual(hidden, afterAttention?.forward(attended) ?? attended);
+        var mlpInput = beforeMlp?.forward(hidden) ?? hidden;
+        Tensor? routerLogits = null;
+        Tensor transformed;
+        if (moe is not null)
+            (transformed, routerLogits) = moe.Forward(mlpInput);
+        else
+            transformed = mlp!.forward(mlpInput);
         hidden = Residual(hidden, afterMlp?.forward(transformed) ?? transformed);
         return (hidden.MoveToOuterDisposeScope(), routerLogits?.MoveToOuterDisposeScope());
     }

@@ -49,6 +49,10 @@ public sealed class GatedMlp : nn.Module<Tensor, Tensor>
     /// <summary>Whether the gated product runs on a Liger kernel.</summary>
     public bool Liger { get; }
 
+    /// <summary>With <see cref="Liger"/>: whether the product goes into down_proj through one function that recomputes it in
+    /// the backward (default) rather than being kept by down_proj.</summary>
+    public bool RecomputeProduct { get; init; } = true;
+
     /// <summary>The activation named by config.json's hidden_act.</summary>
     public static GateActivation ActivationFor(string hiddenAct) => hiddenAct switch
     {
@@ -83,9 +87,13 @@ public sealed class GatedMlp : nn.Module<Tensor, Tensor>
         }
         else
             (gate, up) = (gateProj!.forward(x), upProj!.forward(x));
+        if (Liger && !RecomputeProduct)
+            // gate and up are private intermediates: the backward may overwrite them with their gradients.
+            return downProj.forward(Activation == GateActivation.Silu
+                ? LigerSiLUMulFunction.Apply(gate, up, inPlaceBackward: true)
+                : LigerGELUMulFunction.Apply(gate, up, inPlaceBackward: true)).MoveToOuterDisposeScope();
         if (Liger)
-            // gate and up are private intermediates: the backward may overwrite them with their gradients. The
-            // product goes straight into down_proj and is recomputed in the backward instead of kept.
+            // The product goes straight into down_proj and is recomputed in the backward instead of kept.
             return (Activation == GateActivation.Silu
                 ? LigerSiLUMulLinearFunction.Apply(gate, up, downProj.weight!, downProj.bias, inPlaceBackward: true)
                 : LigerGELUMulLinearFunction.Apply(gate, up, downProj.weight!, downProj.bias, inPlaceBackward: true)).MoveToOuterDisposeScope();

@@ -18,7 +18,7 @@ public sealed class SparseMoeBlock : nn.Module
     private readonly ModuleList<GatedMlp> experts;
     private readonly long topK;
 
-    internal SparseMoeBlock(CausalLMConfig config, bool liger, ScalarType dtype, Device? device) : base(nameof(SparseMoeBlock))
+    internal SparseMoeBlock(CausalLMConfig config, bool liger, ScalarType dtype, Device? device, bool recompute = true) : base(nameof(SparseMoeBlock))
     {
         long count = config.NumLocalExperts ?? throw new InvalidDataException("config.json field 'num_local_experts' is missing (Mixtral).");
         topK = config.NumExpertsPerToken ?? throw new InvalidDataException("config.json field 'num_experts_per_tok' is missing (Mixtral).");
@@ -27,7 +27,7 @@ public sealed class SparseMoeBlock : nn.Module
         register_module("gate", gate = nn.Linear(config.HiddenSize, count, hasBias: false, device: device, dtype: dtype));
         experts = nn.ModuleList(Enumerable.Range(0, (int)count).Select(_ =>
             new GatedMlp(config.HiddenSize, config.IntermediateSize, fusedGateUp: false, bias: false,
-                GatedMlp.ActivationFor(config.HiddenAct), liger, dtype, device, ("w1", "w3", "w2"))).ToArray());
+                GatedMlp.ActivationFor(config.HiddenAct), liger, dtype, device, ("w1", "w3", "w2")) { RecomputeProduct = recompute }).ToArray());
         register_module("experts", experts);
     }
 
