@@ -128,12 +128,12 @@ internal static class SequenceRowsTensors
         long[] shape = [rows.Rows, rows.Length];
         return new Models.CausalLMInput
         {
-            InputIds = TorchSharp.torch.tensor(rows.InputIds, shape, device: device),
-            AttentionMask = rows.HasPadding ? TorchSharp.torch.tensor(rows.AttentionMask, shape, device: device) : null,
+            InputIds = Training.DeviceUpload.Of(rows.InputIds, shape, device),
+            AttentionMask = rows.HasPadding ? Training.DeviceUpload.Of(rows.AttentionMask, shape, device) : null,
         };
     }
 
     /// <summary>The shifted targets (Rows, Length).</summary>
     public static TorchSharp.torch.Tensor Target(this SequenceRows rows, TorchSharp.torch.Device device) =>
-        TorchSharp.torch.tensor(rows.Targets, [rows.Rows, rows.Length], device: device);
+        Training.DeviceUpload.Of(rows.Targets, [rows.Rows, rows.Length], device);
 }

@@ -66,10 +66,10 @@ internal sealed class LanguageModelObjective(CausalLM model, CausalLMTrainingOpt
         long[] shape = [batch.Rows, batch.Length];
         return new CausalLMInput
         {
-            InputIds = tensor(batch.InputIds, shape, device: device),
-            Labels = tensor(batch.Labels, shape, device: device),
+            InputIds = DeviceUpload.Of(batch.InputIds, shape, device),
+            Labels = DeviceUpload.Of(batch.Labels, shape, device),
             // No mask when nothing is padded: attention then takes the causal fast path.
-            AttentionMask = batch.HasPadding ? tensor(batch.AttentionMask, shape, device: device) : null,
+            AttentionMask = batch.HasPadding ? DeviceUpload.Of(batch.AttentionMask, shape, device) : null,
             NumItemsInBatch = numItems,
         };
     }
