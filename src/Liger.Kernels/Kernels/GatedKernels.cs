@@ -34,20 +34,9 @@ internal static class GatedKernels
         where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation =>
         default(TCodec).Round(default(TActivation).Value(a)) * b;
 
-    /// <summary>db = dc * round(f(a)) (f rounded as the forward stored it); da = round(dc * b) * f'(a), as
-    /// eager's product backward hands a rounded dc * b to f's backward.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Grad<T, TCodec, TActivation>(float g, float a, float b, out float da, out float db)
-        where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation
-    {
-        TCodec c = default;
-        float derivative = default(TActivation).Derivative(a, out float value);
-        db = g * c.Round(value);
-        da = c.Round(g * b) * derivative;
-    }
-
-    /// <summary><see cref="Grad{T, TCodec, TActivation}"/>, returning c = round(f(a)) * b as the forward computed it
-    /// (the activations' Derivative computes f(a) with the same operations as their Value).</summary>
+    /// <summary>db = dc * round(f(a)) (f rounded as the forward stored it); da = round(dc * b) * f'(a), as eager's
+    /// product backward hands a rounded dc * b to f's backward. Returns c = round(f(a)) * b as the forward computed
+    /// it (the activations' Derivative computes f(a) with the same operations as their Value).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float GradAndOut<T, TCodec, TActivation>(float g, float a, float b, out float da, out float db)
         where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation
@@ -82,43 +71,16 @@ internal static class GatedKernels
         }
     }
 
-    /// <summary>da and db may alias a and b (in-place backward): each chunk is read before it is written.</summary>
-    internal static void BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation>(
-        ArrayView<TVec> dc, ArrayView<TVec> a, ArrayView<TVec> b, ArrayView<TVec> da, ArrayView<TVec> db, long chunks)
-        where T : unmanaged where TCodec : struct, IElementCodec<T>
-        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
-        where TActivation : struct, IGateActivation
-    {
-        TVecCodec vc = default;
-        var (dcv, av, bv, dav, dbv) = (dc.AsAligned(16), a.AsAligned(16), b.AsAligned(16), da.AsAligned(16), db.AsAligned(16));
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = (long)Grid.IdxX * Group.DimX + Group.IdxX; i < chunks; i += stride)
-        {
-            Float8 g = vc.Load(dcv[i]), x = vc.Load(av[i]), y = vc.Load(bv[i]), ga, gb;
-            Grad<T, TCodec, TActivation>(g.V0, x.V0, y.V0, out ga.V0, out gb.V0);
-            Grad<T, TCodec, TActivation>(g.V1, x.V1, y.V1, out ga.V1, out gb.V1);
-            Grad<T, TCodec, TActivation>(g.V2, x.V2, y.V2, out ga.V2, out gb.V2);
-            Grad<T, TCodec, TActivation>(g.V3, x.V3, y.V3, out ga.V3, out gb.V3);
-            Grad<T, TCodec, TActivation>(g.V4, x.V4, y.V4, out ga.V4, out gb.V4);
-            Grad<T, TCodec, TActivation>(g.V5, x.V5, y.V5, out ga.V5, out gb.V5);
-            Grad<T, TCodec, TActivation>(g.V6, x.V6, y.V6, out ga.V6, out gb.V6);
-            Grad<T, TCodec, TActivation>(g.V7, x.V7, y.V7, out ga.V7, out gb.V7);
-            dav[i] = vc.Store(ga);
-            dbv[i] = vc.Store(gb);
-        }
-    }
-
     /// <summary>
-    /// The backward of a gated unit followed by a linear layer that did not keep c: as
-    /// <see cref="BackwardVectorized{T, TCodec, TVec, TVecCodec, TActivation}"/>, and c = round(f(a)) * b recomputed
-    /// from the same f(a) and written over dc (each chunk of dc is read before it is written), so the layer's
-    /// weight gradient can read c where dc was, at the cost of one more write stream.
+    /// da and db may alias a and b (in-place backward): each chunk is read before it is written. With
+    /// <see cref="ProductOverDc"/> the kernel also writes c = round(f(a)) * b, recomputed from the same f(a), over dc
+    /// (for a linear layer after the gate that did not keep c: its weight gradient then reads c where dc was).
     /// </summary>
-    internal static void BackwardRecomputingVectorized<T, TCodec, TVec, TVecCodec, TActivation>(
+    internal static void BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation, TProduct>(
         ArrayView<TVec> dc, ArrayView<TVec> a, ArrayView<TVec> b, ArrayView<TVec> da, ArrayView<TVec> db, long chunks)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
         where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
-        where TActivation : struct, IGateActivation
+        where TActivation : struct, IGateActivation where TProduct : struct, IProductOutput
     {
         TVecCodec vc = default;
         var (dcv, av, bv, dav, dbv) = (dc.AsAligned(16), a.AsAligned(16), b.AsAligned(16), da.AsAligned(16), db.AsAligned(16));
@@ -136,7 +98,8 @@ internal static class GatedKernels
             o.V7 = GradAndOut<T, TCodec, TActivation>(g.V7, x.V7, y.V7, out ga.V7, out gb.V7);
             dav[i] = vc.Store(ga);
             dbv[i] = vc.Store(gb);
-            dcv[i] = vc.Store(o);
+            if (default(TProduct).Writes)
+                dcv[i] = vc.Store(o);
         }
     }
 
@@ -151,25 +114,12 @@ internal static class GatedKernels
             c[i] = e.Store(Out<T, TCodec, TActivation>(e.Load(a[i]), e.Load(b[i])));
     }
 
-    /// <summary>da and db may alias a and b (in-place backward): each index is read before it is written.</summary>
-    internal static void Backward<T, TCodec, TActivation>(
+    /// <summary>Scalar form of <see cref="BackwardVectorized{T, TCodec, TVec, TVecCodec, TActivation, TProduct}"/>: each
+    /// index is read before it is written.</summary>
+    internal static void Backward<T, TCodec, TActivation, TProduct>(
         ArrayView<T> dc, ArrayView<T> a, ArrayView<T> b, ArrayView<T> da, ArrayView<T> db, long n)
-        where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation
-    {
-        TCodec e = default;
-        long stride = (long)Grid.DimX * Group.DimX;
-        for (long i = (long)Grid.IdxX * Group.DimX + Group.IdxX; i < n; i += stride)
-        {
-            Grad<T, TCodec, TActivation>(e.Load(dc[i]), e.Load(a[i]), e.Load(b[i]), out float ga, out float gb);
-            da[i] = e.Store(ga);
-            db[i] = e.Store(gb);
-        }
-    }
-
-    /// <summary>Scalar form of <see cref="BackwardRecomputingVectorized{T, TCodec, TVec, TVecCodec, TActivation}"/>.</summary>
-    internal static void BackwardRecomputing<T, TCodec, TActivation>(
-        ArrayView<T> dc, ArrayView<T> a, ArrayView<T> b, ArrayView<T> da, ArrayView<T> db, long n)
-        where T : unmanaged where TCodec : struct, IElementCodec<T> where TActivation : struct, IGateActivation
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TActivation : struct, IGateActivation where TProduct : struct, IProductOutput
     {
         TCodec e = default;
         long stride = (long)Grid.DimX * Group.DimX;
@@ -178,7 +128,30 @@ internal static class GatedKernels
             float c = GradAndOut<T, TCodec, TActivation>(e.Load(dc[i]), e.Load(a[i]), e.Load(b[i]), out float ga, out float gb);
             da[i] = e.Store(ga);
             db[i] = e.Store(gb);
-            dc[i] = e.Store(c);
+            if (default(TProduct).Writes)
+                dc[i] = e.Store(c);
         }
     }
+}
+
+/// <summary>Whether a gated backward kernel also writes the recomputed product over dc (a type parameter, so the
+/// choice is compiled into each kernel rather than branched on per element).</summary>
+internal interface IProductOutput
+{
+    /// <summary>Writes c over dc.</summary>
+    bool Writes { get; }
+}
+
+/// <summary>The plain gated backward: dc is left as it was.</summary>
+internal readonly struct KeepDc : IProductOutput
+{
+    /// <inheritdoc/>
+    public bool Writes => false;
+}
+
+/// <summary>The backward of a gated product that a linear layer did not keep: c is written over dc.</summary>
+internal readonly struct ProductOverDc : IProductOutput
+{
+    /// <inheritdoc/>
+    public bool Writes => true;
 }

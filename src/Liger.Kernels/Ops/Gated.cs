@@ -167,8 +167,8 @@ internal static class GatedOp<TCpu, TActivation>
         where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
     {
         Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long> body = recompute
-            ? GatedKernels.BackwardRecomputingVectorized<T, TCodec, TVec, TVecCodec, TActivation>
-            : GatedKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation>;
+            ? GatedKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation, ProductOverDc>
+            : GatedKernels.BackwardVectorized<T, TCodec, TVec, TVecCodec, TActivation, KeepDc>;
         var kernel = device.Kernel<Action<ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>,
             Action<KernelConfig, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, ArrayView<TVec>, long>>(
             body, static (acc, k) => acc.LoadStreamKernel(k));
@@ -193,8 +193,8 @@ internal static class GatedOp<TCpu, TActivation>
         where T : unmanaged where TCodec : struct, IElementCodec<T>
     {
         Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long> body = recompute
-            ? GatedKernels.BackwardRecomputing<T, TCodec, TActivation>
-            : GatedKernels.Backward<T, TCodec, TActivation>;
+            ? GatedKernels.Backward<T, TCodec, TActivation, ProductOverDc>
+            : GatedKernels.Backward<T, TCodec, TActivation, KeepDc>;
         var kernel = device.Kernel<Action<ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>,
             Action<KernelConfig, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, ArrayView<T>, long>>(
             body, static (acc, k) => acc.LoadStreamKernel(k));
