@@ -45,6 +45,11 @@ internal static class FitBenchmark
         string dtypeName = Option(args, "--dtype") ?? "bf16";
         int batch = Int(args, "--batch", 4), warmup = Int(args, "--warmup", 3), steps = Int(args, "--steps", 10), seed = Int(args, "--seed", 42);
         bool checkpointing = args.Contains("--checkpointing");
+        // The data-parallel path with this process as the whole group (NCCL on CUDA): what bucketing and the
+        // all-reduce cost on one GPU; --zero 1 shards nothing at world size 1 but runs ZeRO-1's code.
+        var distributed = args.Contains("--distributed")
+            ? new Microsoft.ML.Liger.Distributed.DistributedOptions { WorldSize = 1, ZeroStage = Int(args, "--zero", 0), MasterPort = Int(args, "--port", 29511) }
+            : null;
         int[] contexts = (Option(args, "--contexts") ?? "1024,2048").Split(',').Select(c => int.Parse(c, CultureInfo.InvariantCulture)).ToArray();
         var dtype = dtypeName switch
         {
@@ -61,6 +66,7 @@ internal static class FitBenchmark
         var stats = BenchmarkDevice.Start(device);
         var counter = device.type == DeviceType.CUDA ? CudaApiCounts.TryStart() : null;
         Console.WriteLine($"fit: {arch}, {dtypeName}, {deviceName}, batch {batch}, contexts {string.Join(",", contexts)}, checkpointing {(checkpointing ? "on" : "off")}, " +
+            (distributed is null ? "" : $"data parallel through {(device.type == DeviceType.CUDA ? "NCCL" : "MPI")} at world size 1, ZeRO stage {distributed.ZeroStage}, ") +
             $"{warmup} warm-up + {steps} timed steps; memory stats: {(stats is null ? "n/a" : "caching allocator")}");
 
         var results = new List<FitResult>();
@@ -72,7 +78,7 @@ internal static class FitBenchmark
             {
                 if (Option(args, "--only") is { } only && !only.Equals(name, StringComparison.OrdinalIgnoreCase))
                     continue;
-                var result = Measure(name, kernels, arch, device, dtype, dtypeName, batch, context, warmup, steps, seed, checkpointing, stats, counter);
+                var result = Measure(name, kernels, arch, device, dtype, dtypeName, batch, context, warmup, steps, seed, checkpointing, stats, counter, distributed);
                 results.Add(result);
                 Console.WriteLine(result.Error is { } e
                     ? $"{name,-6} {batch}x{context}: {e}"
@@ -90,7 +96,8 @@ internal static class FitBenchmark
     }
 
     private static FitResult Measure(string name, LigerKernelOptions kernels, string arch, Device device, ScalarType dtype, string dtypeName,
-        int batch, int context, int warmup, int steps, int seed, bool checkpointing, CudaMemoryStats? stats, CudaApiCounts? counter)
+        int batch, int context, int warmup, int steps, int seed, bool checkpointing, CudaMemoryStats? stats, CudaApiCounts? counter,
+        Microsoft.ML.Liger.Distributed.DistributedOptions? distributed)
     {
         var counts = new List<ApiCounts>();
         BenchmarkDevice.FreeMemory(device);
@@ -115,7 +122,7 @@ internal static class FitBenchmark
             var options = new CausalLMTrainingOptions
             {
                 MaxContextLength = context, BatchSize = batch, MaxSteps = warmup + steps, LoggingInterval = 1,
-                LearningRate = 1e-4, Kernels = kernels, Seed = seed, GradientCheckpointing = checkpointing,
+                LearningRate = 1e-4, Kernels = kernels, Seed = seed, GradientCheckpointing = checkpointing, Distributed = distributed,
                 OnProgress = p =>
                 {
                     if (p.EvalLoss is not null)
