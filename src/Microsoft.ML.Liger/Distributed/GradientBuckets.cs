@@ -60,7 +60,13 @@ internal sealed class GradientBuckets
                 flags[i] = grad is null ? 0 : 1;
                 parts.Add(grad is null ? zeros(bucket[i].numel(), dtype: first.dtype, device: first.device) : grad.detach().reshape(-1));
             }
-            parts.Add(tensor(flags, device: first.device).to(first.dtype));
+            // Made on the device by fills, not copied from the host: a copy from pageable memory would wait for the
+            // device's queue (the previous bucket's all-reduce) once per bucket.
+            var flagTensor = ones(bucket.Length, dtype: first.dtype, device: first.device);
+            for (int i = 0; i < bucket.Length; i++)
+                if (flags[i] == 0)
+                    flagTensor[i].zero_();
+            parts.Add(flagTensor);
             using var flat = cat(parts, 0);
             collectives.AllReduce(flat);
             float[]? reached = null;

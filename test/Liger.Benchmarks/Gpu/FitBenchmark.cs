@@ -87,7 +87,8 @@ internal static class FitBenchmark
                       (result.Counts is { } n ? $"; per step {n.Launches} launches, {n.Syncs} host syncs, {n.CopiesToHost} copies to host" : "") +
                       (result.Breakdown is { } b ? $"; one step outside the trainer: saved {b.SavedGiB:F2}, forward peak {b.ForwardPeakGiB:F2}, backward peak {b.BackwardPeakGiB:F2} GiB" : ""));
                 // Written after every configuration: a run cut short by the time limit keeps what it measured.
-                Write(outDir, results, Header(arch, dtypeName, device, batch, warmup, steps, checkpointing));
+                Write(outDir, results, Header(arch, dtypeName, device, batch, warmup, steps, checkpointing) +
+                    (distributed is null ? "" : $", data parallel at world size 1 (ZeRO stage {distributed.ZeroStage})"));
             }
         }
         Console.WriteLine();
