@@ -96,6 +96,14 @@ public static class TensorAssert
         }
     }
 
+    /// <summary>
+    /// <see cref="Close"/> for results that are sums of products (a linear layer's output or gradients), with both bounds
+    /// taken relative to Σ|terms| per element (<paramref name="terms"/>): a few outputs that cancel (two out features,
+    /// a row of eight) carry rounding error the size of their terms, which a norm relative to the result itself exceeds.
+    /// </summary>
+    public static void CloseToSums(Tensor actual, Tensor expected, Tolerance tolerance, string what, string context, Tensor terms) =>
+        Close(actual, expected, tolerance, what, context, scale: terms, termMagnitude: terms);
+
     /// <summary>Asserts every element is finite (NaN never passes: outputs are poisoned with NaN).</summary>
     public static void AssertFinite(Tensor tensor, string what, string context)
     {
