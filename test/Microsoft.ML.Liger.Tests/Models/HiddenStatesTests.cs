@@ -74,6 +74,10 @@ public sealed class HiddenStatesTests
         }
         Assert.IsNull(plain.LmHeadWeight.grad, "lm_head is not part of the hidden states");
         if (OperatingSystem.IsLinux())
-            Assert.IsLessThan(plainKept / 3, checkpointedKept, $"live bytes after the forward: plain {plainKept}, checkpointed {checkpointedKept}");
+            // Checkpointing keeps each layer's input; the plain model keeps its activations too. Liger's layers already
+            // recompute their normalised inputs and gated products, so the plain model keeps about 2.8x the checkpointed
+            // one here (measured; 1.44 MB against 0.51 MB), and the native heap's other allocations move both a little.
+            // A checkpointed model that kept its layers' activations would keep as much as the plain one.
+            Assert.IsLessThan(plainKept / 2, checkpointedKept, $"live bytes after the forward: plain {plainKept}, checkpointed {checkpointedKept}");
     }
 }
