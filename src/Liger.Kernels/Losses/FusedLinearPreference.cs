@@ -130,7 +130,7 @@ internal sealed class PreferenceAutograd : autograd.MultiTensorFunction<Preferen
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (hidden, weight, target, bias) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor);
         var (options, objective, reference, sink) = ((PreferenceLossOptions)vars[4], (SequenceObjective)vars[5], vars[6] as Tensor, (Sink)vars[7]);
         var wanted = new PreferenceChunks.Wanted(hidden.requires_grad, weight.requires_grad, bias?.requires_grad == true);
@@ -153,7 +153,7 @@ internal sealed class PreferenceAutograd : autograd.MultiTensorFunction<Preferen
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

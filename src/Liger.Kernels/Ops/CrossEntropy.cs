@@ -109,7 +109,7 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (logits, target) = ((Tensor)vars[0], (Tensor)vars[1]);
         var (options, extras) = ((CrossEntropyOptions)vars[2], (CrossEntropyExtras)vars[3]);
         var (loss, grad) = CrossEntropyOp.ForwardRows(logits, target, options, gradients: true, extras);
@@ -127,7 +127,7 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {
@@ -135,7 +135,7 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
             return [null!, null!, null!, null!];
         var saved = ctx.get_saved_variables();
         // Scaling is relative to what was applied before, so a second backward (retain_graph) gives the
-        // right gradient instead of scaling twice. (An exception cannot leave a TorchSharp backward.)
+        // right gradient instead of scaling twice.
         using (var grad = SharedStorage(saved[0]))
         using (var applied = SharedStorage(saved[1]))
             CrossEntropyOp.ScaleGradient(grad, grads[0], applied, (bool)ctx.get_data("perRow"));

@@ -43,7 +43,7 @@ internal sealed class FusedAddRmsNormAutograd : autograd.MultiTensorFunction<Fus
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (x, residual, weight) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2]);
         var (eps, offset, mode) = ((double)vars[3], (double)vars[4], (RmsNormCastingMode)vars[5]);
         long cols = x.shape[^1];
@@ -60,7 +60,7 @@ internal sealed class FusedAddRmsNormAutograd : autograd.MultiTensorFunction<Fus
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

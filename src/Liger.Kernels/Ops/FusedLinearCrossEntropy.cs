@@ -66,7 +66,7 @@ internal sealed class FusedLinearCrossEntropyAutograd : autograd.MultiTensorFunc
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (hidden, weight, target, bias) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor);
         var (options, extras) = ((FusedLinearCrossEntropyOptions)vars[4], (CrossEntropyExtras)vars[5]);
         var wanted = new FusedLinearCrossEntropyOp.Wanted(hidden.requires_grad, weight.requires_grad, bias?.requires_grad == true);
@@ -96,7 +96,7 @@ internal sealed class FusedLinearCrossEntropyAutograd : autograd.MultiTensorFunc
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -90,7 +90,8 @@ public static class FusedLinearCrossEntropyOp
         var gradHidden = wanted.Hidden ? Outputs.Empty([tokens, size], hidden.dtype, device) : null;
         var gradWeight = wanted.Weight ? zeros(vocab, size, dtype: accumulation, device: device) : null;
         var gradBias = wanted.Bias ? zeros(vocab, dtype: accumulation, device: device) : null;
-        using var scale = rowScale?.to(ScalarType.Float32).reshape(-1);
+        // The incoming gradient of reduction None may have any layout (stride 0 after sum()); the kernels read it densely.
+        using var scale = rowScale?.to(ScalarType.Float32).reshape(-1).contiguous();
 
         long step = ChunkTokens(tokens, vocab, hidden.element_size(), options.ChunkBytes);
         using var weightT = weight.detach().t();

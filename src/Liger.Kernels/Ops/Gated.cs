@@ -246,7 +246,7 @@ internal abstract class GatedAutograd<TSelf, TCpu, TActivation> : autograd.Multi
 {
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (a, b) = ((Tensor)vars[0], (Tensor)vars[1]);
         ctx.save_for_backward([a, b]);
         ctx.save_data("inPlace", (bool)vars[2]);
@@ -254,7 +254,7 @@ internal abstract class GatedAutograd<TSelf, TCpu, TActivation> : autograd.Multi
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -83,7 +83,7 @@ internal abstract class GatedLinearAutograd<TSelf, TCpu, TActivation> : autograd
 {
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (a, b, weight, bias) = ((Tensor)vars[0], (Tensor)vars[1], (Tensor)vars[2], vars[3] as Tensor);
         ctx.save_for_backward([a, b, weight]);
         ctx.save_data("inPlace", (bool)vars[4]);
@@ -93,7 +93,7 @@ internal abstract class GatedLinearAutograd<TSelf, TCpu, TActivation> : autograd
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -34,7 +34,7 @@ internal sealed class LayerNormAutograd : autograd.MultiTensorFunction<LayerNorm
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (x, weight, bias, eps) = ((Tensor)vars[0], (Tensor)vars[1], vars[2] as Tensor, (double)vars[3]);
         long cols = x.shape[^1];
         using var rows = x.view(-1, cols);
@@ -45,7 +45,7 @@ internal sealed class LayerNormAutograd : autograd.MultiTensorFunction<LayerNorm
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

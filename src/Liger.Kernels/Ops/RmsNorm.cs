@@ -50,7 +50,7 @@ internal sealed class RmsNormAutograd : autograd.MultiTensorFunction<RmsNormAuto
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (x, weight) = ((Tensor)vars[0], (Tensor)vars[1]);
         var (eps, offset, mode, inPlace) = ((double)vars[2], (double)vars[3], (RmsNormCastingMode)vars[4], (bool)vars[5]);
         long cols = x.shape[^1];
@@ -64,7 +64,7 @@ internal sealed class RmsNormAutograd : autograd.MultiTensorFunction<RmsNormAuto
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -63,7 +63,7 @@ internal sealed class RmsNormLinearsAutograd : autograd.MultiTensorFunction<RmsN
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (x, normWeight) = ((Tensor)vars[0], (Tensor)vars[1]);
         var (eps, offset, mode, count) = ((double)vars[2], (double)vars[3], (RmsNormCastingMode)vars[4], (int)vars[5]);
         var weights = Enumerable.Range(0, count).Select(i => (Tensor)vars[6 + i]).ToArray();
@@ -87,7 +87,7 @@ internal sealed class RmsNormLinearsAutograd : autograd.MultiTensorFunction<RmsN
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

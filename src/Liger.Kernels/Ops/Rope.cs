@@ -57,7 +57,7 @@ internal sealed class RopeAutograd : autograd.MultiTensorFunction<RopeAutograd>
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         var (q, k) = ((Tensor)vars[0], (Tensor)vars[1]);
         var (cos, sin) = (RopeOp.CosRows((Tensor)vars[2]), RopeOp.CosRows((Tensor)vars[3]));
         var (qEmbed, kEmbed) = RopeOp.Forward(q, k, cos, sin, (bool)vars[4]);
@@ -67,7 +67,7 @@ internal sealed class RopeAutograd : autograd.MultiTensorFunction<RopeAutograd>
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(grads, () => Backward(ctx, grads));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -26,11 +26,15 @@ internal static class AutogradOutputCache
     /// <summary>True while the TorchSharp internals this relies on are where we expect them.</summary>
     internal static bool Supported => NodeField is not null;
 
-    /// <summary>Call at the start of a Liger function's forward.</summary>
-    internal static void Track(torch.autograd.AutogradContext context)
+    /// <summary>
+    /// Call at the start of a Liger function's forward, with the function's name and the arguments of its
+    /// <c>apply</c>: saves what a failed backward needs to refuse its gradients (<see cref="AutogradFailures"/>).
+    /// </summary>
+    internal static void Track(torch.autograd.AutogradContext context, string op, object[] vars)
     {
         BackwardLifetime.ForwardStarting();
         context.set_materialize_grads(false);
+        context.save_data(AutogradSignature.Key, AutogradSignature.Of(op, vars));
         pending = context;
     }
 

@@ -22,22 +22,31 @@ internal static class BackwardLifetime
 {
     [ThreadStatic] private static List<Tensor>? parked;
 
-    /// <summary>Runs a backward body; see the class remarks.</summary>
-    internal static List<Tensor> Run(List<Tensor> incoming, Func<List<Tensor>> body)
-    {
-        ReleaseParked();
-        var park = parked ??= [];
-        List<Tensor> gradients;
-        using (var scope = NewDisposeScope())
+    /// <summary>
+    /// Runs a backward body; see the class remarks. The body receives the incoming gradients made contiguous
+    /// (libtorch hands any layout: stride 0 after sum() or expand, transposed, sliced), so no kernel or CPU path
+    /// sees another layout. It never throws: a failure is recorded and refused (<see cref="AutogradFailures"/>).
+    /// </summary>
+    internal static List<Tensor> Run(autograd.AutogradContext ctx, List<Tensor> incoming, Func<List<Tensor>, List<Tensor>> body) =>
+        AutogradFailures.Guard(ctx, () =>
         {
-            gradients = body();
-            var returned = gradients.Where(t => t is not null && !t.IsInvalid).ToList();
-            scope.Detach(returned);
-            park.AddRange(returned);
-        }
-        park.AddRange(incoming.Where(t => t is not null && !t.IsInvalid));
-        return gradients;
-    }
+            ReleaseParked();
+            var park = parked ??= [];
+            park.AddRange(incoming.Where(t => t is not null && !t.IsInvalid));
+            List<Tensor> gradients;
+            using (var scope = NewDisposeScope())
+            {
+                gradients = body(incoming.Select(Contiguous).ToList());
+                var returned = gradients.Where(t => t is not null && !t.IsInvalid).ToList();
+                scope.Detach(returned);
+                park.AddRange(returned);
+            }
+            return gradients;
+        });
+
+    /// <summary>The gradient itself when already contiguous (an in-place backward may then write into it), else a dense copy.</summary>
+    private static Tensor Contiguous(Tensor gradient) =>
+        gradient is null || gradient.IsInvalid || gradient.is_contiguous() ? gradient! : gradient.contiguous();
 
     [ThreadStatic] private static List<Tensor>? savedInForward;
 

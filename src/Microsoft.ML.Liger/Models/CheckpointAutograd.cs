@@ -48,36 +48,25 @@ internal sealed class CheckpointAutograd : autograd.MultiTensorFunction<Checkpoi
         ctx.save_for_backward([.. inputs, .. call.Parameters]); // libtorch's version checks guard them until the backward
         ctx.save_data(CallKey, call);
         // Last, after the block's own Liger ops have tracked and released their contexts.
-        AutogradOutputCache.Track(ctx);
+        AutogradOutputCache.Track(ctx, Name, vars);
         return [.. outputs];
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
-    {
-        var call = (CheckpointCall)ctx.get_data(CallKey);
-        // An exception must not leave a TorchSharp backward (the process would end): it is recorded and the
-        // node returns a gradient libtorch refuses, so the caller's backward() throws.
-        try
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
+        // An exception must not leave a TorchSharp backward (the process would end): the shared guard records it
+        // and refuses the gradients, so the caller's backward() throws; it is also kept for ThrowIfBackwardFailed.
+        BackwardLifetime.Run(ctx, grads, incoming =>
         {
-            return BackwardLifetime.Run(grads, () =>
+            try
             {
-                try
-                {
-                    return Recompute(ctx, call, grads);
-                }
-                catch (Exception exception)
-                {
-                    GradientCheckpoint.RecordFailure(exception);
-                    return call.RefusedGradients();
-                }
-            });
-        }
-        catch (Exception exception)
-        {
-            GradientCheckpoint.RecordFailure(exception);
-            return call.RefusedGradients();
-        }
-    }
+                return Recompute(ctx, (CheckpointCall)ctx.get_data(CallKey), incoming);
+            }
+            catch (Exception exception)
+            {
+                GradientCheckpoint.RecordFailure(exception);
+                throw;
+            }
+        });
 
     private static List<Tensor> Recompute(autograd.AutogradContext ctx, CheckpointCall call, List<Tensor> grads)
     {
@@ -173,17 +162,18 @@ internal sealed class GradientCaptureAutograd : autograd.MultiTensorFunction<Gra
     {
         ctx.save_data("sink", vars[1]);
         ctx.save_data("index", vars[2]);
-        AutogradOutputCache.Track(ctx); // undefined gradients arrive as such; the output-sized cache is freed
+        AutogradOutputCache.Track(ctx, Name, vars); // undefined gradients arrive as such; the output-sized cache is freed
         return [(Tensor)vars[0]]; // libtorch returns a view of the input, with this node as its history
     }
 
-    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads)
-    {
+    public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
         // The handle is not parked for release: the checkpoint node returns it (and parks it) after this.
-        if (grads.Count > 0 && grads[0] is { IsInvalid: false } grad)
-            ((GradientSink)ctx.get_data("sink")).Store((int)ctx.get_data("index"), grad);
-        return [null!, null!, null!];
-    }
+        AutogradFailures.Guard(ctx, () =>
+        {
+            if (grads.Count > 0 && grads[0] is { IsInvalid: false } grad)
+                ((GradientSink)ctx.get_data("sink")).Store((int)ctx.get_data("index"), grad);
+            return [null!, null!, null!];
+        });
 }
 
 /// <summary>The gradients the capture nodes of one recompute keep, by input index.</summary>

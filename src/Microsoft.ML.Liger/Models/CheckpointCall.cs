@@ -11,7 +11,6 @@ namespace Microsoft.ML.Liger.Models;
 /// </summary>
 internal sealed class CheckpointCall
 {
-    private readonly (long[] Shape, ScalarType Dtype)[] inputSignatures;
     private (long[] Shape, ScalarType Dtype, Device Device)[]? outputSignatures;
 
     internal CheckpointCall(Func<Tensor[], Tensor[]> block, IReadOnlyList<Tensor> inputs, Parameter[] parameters, CpuRngState? rng)
@@ -19,7 +18,6 @@ internal sealed class CheckpointCall
         Block = block;
         InputCount = inputs.Count;
         InputRequiresGrad = inputs.Select(t => t.requires_grad).ToArray();
-        inputSignatures = inputs.Select(t => (t.shape, t.dtype)).ToArray();
         Parameters = parameters;
         Rng = rng;
     }
@@ -64,29 +62,6 @@ internal sealed class CheckpointCall
                     $"A checkpointed block must be deterministic: output {i} was {dtype} [{string.Join(", ", shape)}] on {device} in the forward " +
                     $"and {outputs[i].dtype} [{string.Join(", ", outputs[i].shape)}] on {outputs[i].device} when run again in the backward.");
         }
-    }
-
-    /// <summary>
-    /// Gradients for a failed backward: null everywhere but at the first input with an edge in the graph,
-    /// where a tensor on the meta device (right shape, no data) makes libtorch's output validation fail the
-    /// whole backward with an error in the caller's thread, instead of passing on missing or wrong gradients.
-    /// </summary>
-    internal List<Tensor> RefusedGradients()
-    {
-        var gradients = Enumerable.Repeat<Tensor>(null!, 1 + InputCount + Parameters.Length).ToList();
-        try
-        {
-            int first = Array.IndexOf(InputRequiresGrad, true);
-            var (position, shape, dtype) = first >= 0
-                ? (1 + first, inputSignatures[first].Shape, inputSignatures[first].Dtype)
-                : (1 + InputCount, Parameters[0].shape, Parameters[0].dtype);
-            gradients[position] = empty(shape, dtype: dtype, device: META);
-        }
-        catch (Exception)
-        {
-            // Nothing is left to refuse with: the failure stays recorded for GradientCheckpoint.ThrowIfBackwardFailed.
-        }
-        return gradients;
     }
 }
 
