@@ -379,6 +379,10 @@ public sealed class GradientCheckpointTests
 
         var raised = Assert.ThrowsExactly<ExternalException>(() => loss.backward(create_graph: failure == Failure.DoubleBackward),
             $"the caller's backward must fail. seed {seed}");
+        // The caller's own exception names the node and carries the cause (the shared guard of Liger backwards).
+        StringAssert.Contains(raised.Message, "GradientCheckpointBackward", $"seed {seed}");
+        StringAssert.Contains(raised.Message, messagePart, $"seed {seed}");
+        Assert.IsInstanceOfType(raised.InnerException, expectedInner, $"{raised}. seed {seed}");
         var surfaced = Assert.ThrowsExactly<InvalidOperationException>(GradientCheckpoint.ThrowIfBackwardFailed,
             $"the recorded failure must be rethrown here (libtorch said: {raised.Message}). seed {seed}");
         Assert.IsInstanceOfType(surfaced.InnerException, expectedInner, $"{surfaced.InnerException}. seed {seed}");

@@ -154,7 +154,7 @@ internal static class AutogradFailures
         if (Volatile.Read(ref pendingCount) == 0 || enriching)
             return;
         if (args.Exception is not ExternalException external || external.GetType() != typeof(ExternalException)
-            || !external.Message.Contains("meta", StringComparison.Ordinal) || external.Data.Contains(DataKey))
+            || !IsRefusal(external.Message) || external.Data.Contains(DataKey))
             return;
         enriching = true;
         try
@@ -181,16 +181,26 @@ internal static class AutogradFailures
         }
     }
 
+    /// <summary>
+    /// libtorch's words for a refused gradient: "invalid gradient at index i - expected device cpu but got meta"
+    /// (validate_outputs), or, for a 0-dim input it first tries to move, "Cannot copy out of meta tensor".
+    /// </summary>
+    private static bool IsRefusal(string message) =>
+        message.Contains("but got meta", StringComparison.Ordinal) || message.Contains("out of meta tensor", StringComparison.Ordinal);
+
     private static void Surface(ExternalException external, Failure failure)
     {
-        string libtorch = external.Message.Split('\n', 2)[0].Trim();
+        // libtorch's messages go on with a native backtrace: its first line says what happened.
+        string libtorch = FirstLine(external.Message);
         external.Data[DataKey] = failure.Cause;
         if (!Supported)
             return;
         MessageField!.SetValue(external,
-            $"{failure.Op} failed in the backward: {failure.Cause.GetType().FullName}: {failure.Cause.Message} " +
+            $"{failure.Op} failed in the backward: {failure.Cause.GetType().FullName}: {FirstLine(failure.Cause.Message)} " +
             $"(the node refused its gradients, so libtorch stopped the backward: {libtorch}). " +
             "Gradients accumulated by this backward are incomplete: zero them before the next step.");
         InnerField!.SetValue(external, failure.Cause);
     }
+
+    private static string FirstLine(string message) => message.Split('\n', 2)[0].Trim();
 }
