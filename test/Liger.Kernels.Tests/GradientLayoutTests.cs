@@ -14,23 +14,30 @@ namespace Liger.Kernels.Tests;
 [TestClass]
 public sealed class GradientLayoutTests
 {
-    /// <summary>The ops, by name (the inplace variants write dx into the incoming gradient's buffer).</summary>
+    /// <summary>The ops, by name (the inplace variants write dx into the incoming gradient's buffer; bf16 ones take bf16 inputs).</summary>
     public static readonly string[] OpNames =
     [
-        "rms_norm", "rms_norm-inplace", "fused_add_rms_norm", "layer_norm", "rope", "rope-inplace", "swiglu", "swiglu-inplace",
+        "rms_norm", "rms_norm-inplace", "rms_norm-bf16", "fused_add_rms_norm", "layer_norm", "rope", "rope-inplace", "swiglu", "swiglu-inplace",
         "geglu", "silu_mul_linear", "gelu_mul_linear", "rms_norm_linears", "ce-none", "ce-mean", "ce-sum",
-        "flce-none", "flce-mean", "flce-sum", "dpo", "orpo", "cpo", "simpo", "kto",
+        "flce-none", "flce-none-bf16", "flce-mean", "flce-sum", "dpo", "orpo", "cpo", "simpo", "kto",
     ];
 
     /// <summary>How the upstream gradient is laid out.</summary>
     public static readonly string[] LayoutNames = ["sum", "expanded", "transposed", "sliced", "float64"];
 
-    /// <summary>Rows: path, op, layout.</summary>
+    /// <summary>
+    /// Rows: path, op, layout. On the emulator the cross-entropy family (4 to 11 s a case there) runs the stride-0
+    /// and the strided-with-offset layouts only: every layout reaches the kernels through the same shared entry.
+    /// </summary>
     public static IEnumerable<object[]> Cases() =>
         from path in TestPaths.Names
         from op in OpNames
         from layout in LayoutNames
+        where !(TestPaths.IsSlow(path) && CrossEntropyFamily(op) && layout is not ("sum" or "sliced"))
         select new object[] { path, op, layout };
+
+    private static bool CrossEntropyFamily(string op) =>
+        op.StartsWith("ce-", StringComparison.Ordinal) || op.StartsWith("flce-", StringComparison.Ordinal) || op is "dpo" or "orpo" or "cpo" or "simpo" or "kto";
 
     [TestMethod]
     [DynamicData(nameof(Cases))]
@@ -136,7 +143,9 @@ public sealed class GradientLayoutTests
     /// <summary>The op's inputs (those that require grad get gradients compared) and its forward, by name.</summary>
     private static (Tensor[] Inputs, Func<Tensor[], Tensor[]> Forward) Case(string op, PathScope p)
     {
-        Tensor R(params long[] shape) => p.On(randn(shape));
+        var dtype = op.EndsWith("-bf16", StringComparison.Ordinal) ? ScalarType.BFloat16 : ScalarType.Float32;
+        op = op.Replace("-bf16", "", StringComparison.Ordinal);
+        Tensor R(params long[] shape) => p.On(randn(shape).to(dtype));
         Tensor G(params long[] shape) => R(shape).requires_grad_(true);
         const long vocab = 11;
         switch (op)
