@@ -37,8 +37,9 @@ namespace Microsoft.ML.Liger.Models;
 /// </list>
 /// <para>An exception in the recompute (the block throws, or produces outputs of other shapes) cannot leave a
 /// TorchSharp backward: it would end the process. It is recorded, and the backward is made to fail inside
-/// libtorch, so the caller's <c>backward()</c> throws its usual <c>ExternalException</c>; then
-/// <see cref="ThrowIfBackwardFailed"/> rethrows the recorded exception (call it in the handler).</para>
+/// libtorch, so the caller's <c>backward()</c> throws an <c>ExternalException</c> that names the node
+/// (GradientCheckpointBackward) and carries the cause as its inner exception, as for every Liger op; the
+/// failures are also kept for <see cref="ThrowIfBackwardFailed"/>, which rethrows the first (innermost).</para>
 /// </remarks>
 public static class GradientCheckpoint
 {
