@@ -1,0 +1,156 @@
+using Liger.Kernels.Ops;
+using Liger.Kernels.Runtime;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Liger.Kernels.Tests;
+
+/// <summary>
+/// NaN and ±inf through cross-entropy and the fused linear cross-entropy, on every path, against torch's
+/// eager cross_entropy in float64 (z-loss as Liger-Kernel's reference: torch.logsumexp, masked with where;
+/// soft cap as c·tanh(x/c) before it): loss, z-loss, argmax, accuracy and the gradients must be NaN and
+/// ±inf exactly where torch's are.
+/// </summary>
+[TestClass]
+public sealed class NonFiniteCrossEntropyTests
+{
+    private const long Ignore = -100;
+
+    /// <summary>Option sets by name.</summary>
+    private static CrossEntropyOptions Options(string name, long vocab) => name switch
+    {
+        "mean" => new() { ReturnPredictedTokens = true, ReturnTokenAccuracy = true },
+        "sum-smoothing" => new() { Reduction = CrossEntropyReduction.Sum, LabelSmoothing = 0.1 },
+        "none-weight" => new() { Reduction = CrossEntropyReduction.None, Weight = rand(vocab).Plus(0.5), ReturnPredictedTokens = true },
+        "mean-softcap-z" => new() { Softcap = 3.0, LseSquareScale = 1e-2, ReturnZLoss = true, ReturnPredictedTokens = true },
+        "mean-weight-smoothing-z" => new() { Weight = rand(vocab).Plus(0.5), LabelSmoothing = 0.2, LseSquareScale = 1e-3, ReturnZLoss = true },
+        "none-smoothing-z" => new() { Reduction = CrossEntropyReduction.None, LabelSmoothing = 0.1, LseSquareScale = 1e-2, ReturnZLoss = true },
+        _ => throw new ArgumentException(name),
+    };
+
+    private static readonly string[] OptionNames =
+        ["mean", "sum-smoothing", "none-weight", "mean-softcap-z", "mean-weight-smoothing-z", "none-smoothing-z"];
+
+    /// <summary>Rows: path, V (13: the scalar kernel; 24: the vectorised one), options, scenario.</summary>
+    public static IEnumerable<object[]> Cases() =>
+        from path in TestPaths.Names
+        from vocab in new[] { 13L, 24L }
+        from options in OptionNames
+        from scenario in new[] { "every", "benign" }
+        select new object[] { path, vocab, options, scenario };
+
+    /// <summary>
+    /// "every": one row per kind of poison (NaN off and on the target, +inf off and on it, −inf off and on it,
+    /// a row of −inf, a row of NaN, NaN and −inf at the row's max, ignored rows holding NaN and +inf, clean
+    /// rows). "benign": only what leaves torch's loss finite (−inf off the target, poisoned ignored rows),
+    /// so a reduced loss must stay finite while the ignored rows' gradients still follow torch.
+    /// </summary>
+    [TestMethod]
+    [DynamicData(nameof(Cases))]
+    public void CrossEntropy_NonFiniteLogits_MatchTorchPattern(string path, long vocab, string optionName, string scenario)
+    {
+        using var scope = NewDisposeScope();
+        long seed = Seeds.Fresh();
+        var random = new Random((int)seed);
+        var options = Options(optionName, vocab);
+        var (logits, target) = PoisonedRows(vocab, scenario, random);
+        var gradOutput = options.Reduction == CrossEntropyReduction.None ? rand(target.shape).Plus(0.5) : rand(Array.Empty<long>()).Plus(0.5);
+        string context = Inputs.Describe(seed, path, vocab, optionName, scenario);
+
+        var expected = Reference(logits, target, options, gradOutput);
+        using var p = PathScope.Enter(path);
+        var x = p.On(logits).requires_grad_(true);
+        var kernelOptions = options with { Weight = options.Weight is { } w ? p.On(w) : null };
+        var result = LigerCrossEntropyFunction.ApplyWithExtras(x, p.On(target), kernelOptions);
+        result.Loss.backward([p.On(gradOutput)]);
+        p.AssertRan("cross_entropy_forward");
+
+        NonFinite.AssertSame(result.Loss, expected.Loss, "loss", context);
+        NonFinite.AssertSame(x.grad!, expected.Grad, "logits' gradient", context);
+        if (options.ReturnZLoss)
+            NonFinite.AssertSame(result.ZLoss!, expected.ZLoss, "z-loss", context);
+        if (options.ReturnPredictedTokens)
+            NonFinite.AssertEqual(result.PredictedTokens!, expected.Predicted, "argmax", context);
+        if (options.ReturnTokenAccuracy)
+            NonFinite.AssertSame(result.TokenAccuracy!, expected.Accuracy, "token accuracy", context);
+    }
+
+    /// <summary>Logits (14, V) in float32 with the scenario's poisons, and targets (rows 9 to 11 ignored).</summary>
+    internal static (Tensor Logits, Tensor Target) PoisonedRows(long vocab, string scenario, Random random)
+    {
+        const long rows = 14;
+        var logits = NonFinite.Randn([rows, vocab], scale: 2);
+        var target = randint(0, vocab, [rows], dtype: ScalarType.Int64);
+        foreach (long r in new long[] { 9, 10, 11 })
+            target[r] = tensor(Ignore);
+        var y = target.data<long>().ToArray();
+        long Other(long r) => (y[r] + 1 + random.NextInt64(vocab - 1)) % vocab;
+        long At(long r, long c) => r * vocab + c;
+        long ArgMax(long r) => logits[r].argmax().item<long>();
+        if (scenario == "every")
+        {
+            NonFinite.Set(logits, At(0, Other(0)), double.NaN);
+            NonFinite.Set(logits, At(1, y[1]), double.NaN);
+            NonFinite.Set(logits, At(2, Other(2)), double.PositiveInfinity);
+            NonFinite.Set(logits, At(3, y[3]), double.PositiveInfinity);
+            NonFinite.Set(logits, At(4, Other(4)), double.NegativeInfinity);
+            NonFinite.Set(logits, At(5, y[5]), double.NegativeInfinity);
+            NonFinite.SetRow(logits, 6, double.NegativeInfinity);
+            NonFinite.SetRow(logits, 7, double.NaN);
+            NonFinite.Set(logits, At(8, ArgMax(8)), double.NaN);
+            NonFinite.Set(logits, At(13, ArgMax(13)), double.NegativeInfinity);
+        }
+        else
+        {
+            NonFinite.Set(logits, At(0, Other(0)), double.NegativeInfinity);
+            NonFinite.Set(logits, At(4, Other(4)), double.NegativeInfinity);
+            NonFinite.Set(logits, At(13, ArgMax(13)), double.NegativeInfinity);
+            NonFinite.SetRow(logits, 11, double.NegativeInfinity);
+        }
+        NonFinite.Set(logits, At(9, random.NextInt64(vocab)), double.NaN);
+        NonFinite.Set(logits, At(10, random.NextInt64(vocab)), double.PositiveInfinity);
+        return (logits, target);
+    }
+
+    internal sealed record Expected(Tensor Loss, Tensor ZLoss, Tensor Grad, Tensor Predicted, Tensor Accuracy);
+
+    /// <summary>torch's eager result in float64, backpropagated from <paramref name="gradOutput"/>.</summary>
+    internal static Expected Reference(Tensor logits, Tensor target, CrossEntropyOptions options, Tensor gradOutput)
+    {
+        var x = NonFinite.Leaf64(logits);
+        var eager = Eager(x, target, options);
+        eager.Loss.backward([gradOutput.to(ScalarType.Float64)]);
+        return eager with { Loss = eager.Loss.detach(), Grad = x.grad! };
+    }
+
+    /// <summary>
+    /// torch's eager loss of float64 logits (R, V), a graph node: cross_entropy over the soft-capped logits,
+    /// plus Liger-Kernel's z-loss reference, where(target counted, scale·logsumexp², 0), reduced like the loss.
+    /// </summary>
+    internal static Expected Eager(Tensor x, Tensor target, CrossEntropyOptions options)
+    {
+        var capped = options.Softcap is { } c ? x.SoftCapped(c) : x;
+        var reduction = options.Reduction switch
+        {
+            CrossEntropyReduction.Mean => nn.Reduction.Mean,
+            CrossEntropyReduction.Sum => nn.Reduction.Sum,
+            _ => nn.Reduction.None,
+        };
+        var ce = nn.functional.cross_entropy(capped, target, options.Weight?.cpu().to(ScalarType.Float64), options.IgnoreIndex,
+            reduction, options.LabelSmoothing);
+        var counted = target.ne(options.IgnoreIndex);
+        var zRows = where(counted, capped.logsumexp(1).Squared().Times(options.LseSquareScale), zeros(target.shape, dtype: ScalarType.Float64));
+        var count = counted.sum().to(ScalarType.Float64);
+        var z = options.Reduction switch
+        {
+            CrossEntropyReduction.Mean => zRows.sum() / count,
+            CrossEntropyReduction.Sum => zRows.sum(),
+            _ => zRows,
+        };
+        var loss = options.LseSquareScale > 0 ? ce + z : ce;
+        var predicted = where(counted, capped.detach().argmax(1), ScalarArithmetic.Full(target.shape, -1, ScalarType.Int64, CPU));
+        var correct = predicted.eq(target).to(ScalarType.Float64);
+        var accuracy = options.Reduction == CrossEntropyReduction.None ? correct : correct.sum() / count;
+        return new Expected(loss, z.detach(), empty(0), predicted, accuracy);
+    }
+}
