@@ -61,6 +61,17 @@ public static class NonFinite
             $"{string.Join(", ", wrong.Take(12))}. Torch's non-finite elements: {Describe(e)}. {context}");
     }
 
+    /// <summary>Asserts <paramref name="actual"/> is non-finite (NaN or ±inf) exactly where <paramref name="expected"/> is, and the rest close.</summary>
+    public static void AssertSameNonFinite(Tensor actual, Tensor expected, string what, string context)
+    {
+        using var scope = NewDisposeScope();
+        var a = actual.detach().cpu().to(ScalarType.Float64);
+        var e = expected.detach().cpu().to(ScalarType.Float64);
+        // every non-finite element as NaN: then AssertSame compares the set, and the finite values
+        AssertSame(a.FilledWhere(a.isfinite().logical_not(), double.NaN), e.FilledWhere(e.isfinite().logical_not(), double.NaN),
+            what + " (non-finite elements)", context);
+    }
+
     /// <summary>Asserts two integer tensors are equal element for element.</summary>
     public static void AssertEqual(Tensor actual, Tensor expected, string what, string context)
     {

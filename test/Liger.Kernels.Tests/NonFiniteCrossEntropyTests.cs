@@ -75,6 +75,113 @@ public sealed class NonFiniteCrossEntropyTests
             NonFinite.AssertSame(result.TokenAccuracy!, expected.Accuracy, "token accuracy", context);
     }
 
+    /// <summary>Rows: path, options, scenario (what is poisoned), bias or not.</summary>
+    public static IEnumerable<object[]> FusedCases() =>
+        from path in TestPaths.Names
+        from options in new[] { "mean", "none-smoothing-z", "mean-softcap-z" }
+        from scenario in new[] { "hidden", "ignored-only", "weight" }
+        from bias in new[] { false, true }
+        select new object[] { path, options, scenario, bias };
+
+    /// <summary>
+    /// The fused linear cross-entropy inherits the pattern: hidden states (14, 11) poisoned in rows 0 to 2
+    /// and in an ignored row, or only in an ignored row (the loss stays finite, the weight's gradient does
+    /// not: torch's ignored row backpropagates NaN), or a NaN in the weight (every row's logits NaN).
+    /// </summary>
+    [TestMethod]
+    [DynamicData(nameof(FusedCases))]
+    public void FusedLinearCrossEntropy_NonFiniteInputs_MatchTorchPattern(string path, string optionName, string scenario, bool withBias)
+    {
+        using var scope = NewDisposeScope();
+        long seed = Seeds.Fresh();
+        var random = new Random((int)seed);
+        const long rows = 14, size = 11, vocab = 19;
+        var options = Options(optionName, vocab);
+        var hidden = NonFinite.Randn([rows, size]);
+        var weight = NonFinite.Randn([vocab, size], scale: 0.5);
+        var bias = withBias ? NonFinite.Randn([vocab], scale: 0.1) : null;
+        var target = randint(0, vocab, [rows], dtype: ScalarType.Int64);
+        foreach (long r in new long[] { 9, 10 })
+            target[r] = tensor(Ignore);
+        if (scenario == "hidden")
+        {
+            NonFinite.Set(hidden, 0 * size + random.NextInt64(size), double.NaN);
+            NonFinite.Set(hidden, 1 * size + random.NextInt64(size), double.PositiveInfinity);
+            NonFinite.Set(hidden, 2 * size + random.NextInt64(size), double.NegativeInfinity);
+        }
+        if (scenario is "hidden" or "ignored-only")
+            NonFinite.Set(hidden, 9 * size + random.NextInt64(size), double.NaN);
+        if (scenario == "weight")
+            NonFinite.Set(weight, random.NextInt64(weight.numel()), double.NaN);
+        var gradOutput = options.Reduction == CrossEntropyReduction.None ? rand(rows).Plus(0.5) : rand(Array.Empty<long>()).Plus(0.5);
+        string context = Inputs.Describe(seed, path, optionName, scenario, withBias);
+
+        var h64 = NonFinite.Leaf64(hidden);
+        var w64 = NonFinite.Leaf64(weight);
+        var b64 = bias is null ? null : NonFinite.Leaf64(bias);
+        var logits = b64 is null ? h64.mm(w64.t()) : addmm(b64, h64, w64.t(), beta: 1, alpha: 1);
+        var expected = Eager(logits, target, options);
+        expected.Loss.backward([gradOutput.to(ScalarType.Float64)]);
+
+        using var p = PathScope.Enter(path);
+        var h = p.On(hidden).requires_grad_(true);
+        var w = p.On(weight).requires_grad_(true);
+        var b = bias is null ? null : p.On(bias).requires_grad_(true);
+        var ceOptions = options with { Weight = options.Weight is { } cw ? p.On(cw) : null };
+        var result = LigerFusedLinearCrossEntropyFunction.ApplyWithExtras(h, w, p.On(target), b, new() { CrossEntropy = ceOptions });
+        result.Loss.backward([p.On(gradOutput)]);
+        p.AssertRan("cross_entropy_forward");
+
+        NonFinite.AssertSame(result.Loss, expected.Loss, "loss", context);
+        NonFinite.AssertSame(h.grad!, h64.grad!, "hidden's gradient", context);
+        NonFinite.AssertSame(w.grad!, w64.grad!, "weight's gradient", context);
+        if (b is not null)
+            NonFinite.AssertSame(b.grad!, b64!.grad!, "bias's gradient", context);
+        if (options.ReturnZLoss)
+            NonFinite.AssertSame(result.ZLoss!, expected.ZLoss, "z-loss", context);
+        if (options.ReturnPredictedTokens)
+            NonFinite.AssertEqual(result.PredictedTokens!, expected.Predicted, "argmax", context);
+    }
+
+    /// <summary>Rows: path, dtype.</summary>
+    public static IEnumerable<object[]> DivergingCases() =>
+        from path in TestPaths.Names
+        from dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 }
+        select new object[] { path, dtype };
+
+    /// <summary>
+    /// A diverging run: hidden states growing by 10^6 per step until they overflow. At each step the fused
+    /// loss and its gradients are finite exactly when torch's eager loss in the same dtype (its logits
+    /// overflow there too) is: a blown-up model never reports a finite loss.
+    /// </summary>
+    [TestMethod]
+    [DynamicData(nameof(DivergingCases))]
+    public void FusedLinearCrossEntropy_DivergingHiddenStates_NeverReportFiniteLoss(string path, ScalarType dtype)
+    {
+        using var scope = NewDisposeScope();
+        long seed = Seeds.Fresh();
+        const long rows = 9, size = 13, vocab = 21;
+        var hidden = NonFinite.Randn([rows, size]);
+        var weight = NonFinite.Randn([vocab, size]).to(dtype);
+        var target = randint(0, vocab, [rows], dtype: ScalarType.Int64);
+        using var p = PathScope.Enter(path);
+        int nonFinite = 0;
+        for (int step = 0; step <= 8; step++)
+        {
+            string context = Inputs.Describe(seed, path, dtype, $"hidden x 1e{6 * step}");
+            var h = hidden.Times(Math.Pow(10, 6 * step)).to(dtype);
+            var eager = nn.functional.cross_entropy(h.mm(weight.t()).to(ScalarType.Float32), target);
+            bool torchFinite = eager.isfinite().item<bool>();
+            var leaf = p.On(h).requires_grad_(true);
+            var loss = LigerFusedLinearCrossEntropyFunction.Apply(leaf, p.On(weight), p.On(target));
+            loss.backward();
+            Assert.AreEqual(torchFinite, loss.isfinite().item<bool>(), $"loss {loss.item<float>()}, torch's {eager.item<float>()}. {context}");
+            Assert.AreEqual(torchFinite, leaf.grad!.isfinite().all().item<bool>(), $"hidden's gradient finite. {context}");
+            nonFinite += torchFinite ? 0 : 1;
+        }
+        Assert.IsGreaterThan(0, nonFinite, $"the hidden states never overflowed: the test did not test. {Seeds.Describe(seed)}");
+    }
+
     /// <summary>Logits (14, V) in float32 with the scenario's poisons, and targets (rows 9 to 11 ignored).</summary>
     internal static (Tensor Logits, Tensor Target) PoisonedRows(long vocab, string scenario, Random random)
     {
