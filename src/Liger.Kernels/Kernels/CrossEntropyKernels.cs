@@ -119,32 +119,41 @@ internal static class CrossEntropyKernels
                 float fill = y == s.IgnoreIndex ? 0f : float.NaN; // an invalid target poisons its row, loudly
                 if ((flags & HasGradients) != 0)
                 {
+                    if (y == s.IgnoreIndex)
+                    {
+                        float rowMax = NegativeMax;
+                        for (int k = Group.IdxX; k < chunks; k += Group.DimX)
+                            rowMax = DeviceMath.NanMax(rowMax, Max8(vc.Load(xs[rowStart + k])));
+                        fill = IgnoredGradient(GroupReduce.Max(rowMax, phase++), flags);
+                    }
                     Float8 z = Fill(fill);
                     for (int k = Group.IdxX; k < chunks; k += Group.DimX)
                         gs[rowStart + k] = vc.Store(z);
                 }
                 if (Group.IsFirstThread)
-                    StoreIgnored(loss, zLoss, predicted, row, fill, flags);
+                    StoreIgnored(loss, zLoss, predicted, row, y == s.IgnoreIndex ? 0f : float.NaN, flags);
                 continue;
             }
 
             // Pass 1: online max / sum of e^(x - max), plus what smoothing and argmax need.
-            float m = float.NegativeInfinity, d = 0f, smooth = 0f, best = float.NegativeInfinity;
+            // m starts at -MaxValue, not -inf: e^(-inf - m) is then 0, never e^(-inf + inf) = NaN, so -inf
+            // logits (masked classes) add nothing and an all -inf row still ends at lse = -inf.
+            float m = NegativeMax, d = 0f, smooth = 0f, best = float.NegativeInfinity;
             int bestIndex = int.MaxValue;
             float xy = Capped(codec.Load(logitsScalar[rowStart * 8 + y]), s, flags);
             for (int k = Group.IdxX; k < chunks; k += Group.DimX)
             {
                 Float8 v = Capped8(vc.Load(xs[rowStart + k]), s, flags);
                 float chunkMax = Max8(v);
-                if (chunkMax > m)
+                if (DeviceMath.Above(chunkMax, m))
                 {
-                    d *= IntrinsicMath.CPUOnly.Exp2((m - chunkMax) * Log2E);
-                    m = chunkMax;
+                    d *= IntrinsicMath.CPUOnly.Exp2((m - chunkMax) * Log2E); // NaN once a NaN is seen
+                    m = DeviceMath.NanMax(m, chunkMax);
                 }
                 d += SumExp8(v, m);
                 if ((flags & HasSmoothing) != 0)
                     smooth += (flags & HasWeight) != 0 ? v.Dot(weight[k]) : Sum8(v);
-                if ((flags & WantArgmax) != 0 && chunkMax > best)
+                if ((flags & WantArgmax) != 0 && (DeviceMath.Above(chunkMax, best) || bestIndex == int.MaxValue))
                 {
                     best = chunkMax;
                     bestIndex = k * 8 + FirstIndexOf8(v, chunkMax);
@@ -196,25 +205,36 @@ internal static class CrossEntropyKernels
             {
                 float fill = y == s.IgnoreIndex ? 0f : float.NaN;
                 if ((flags & HasGradients) != 0)
+                {
+                    if (y == s.IgnoreIndex)
+                    {
+                        float rowMax = NegativeMax;
+                        for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
+                            rowMax = DeviceMath.NanMax(rowMax, codec.Load(logits[rowStart + i]));
+                        fill = IgnoredGradient(GroupReduce.Max(rowMax, phase++), flags);
+                    }
                     for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
                         grad[rowStart + i] = codec.Store(fill);
+                }
                 if (Group.IsFirstThread)
-                    StoreIgnored(loss, zLoss, predicted, row, fill, flags);
+                    StoreIgnored(loss, zLoss, predicted, row, y == s.IgnoreIndex ? 0f : float.NaN, flags);
                 continue;
             }
 
-            float m = float.NegativeInfinity, d = 0f, smooth = 0f;
+            float m = NegativeMax, d = 0f, smooth = 0f; // see RowsVectorized for the start at -MaxValue
             int bestIndex = int.MaxValue;
             float xy = Capped(codec.Load(logits[rowStart + y]), s, flags);
             for (int i = Group.IdxX; i < s.Vocab; i += Group.DimX)
             {
                 float v = Capped(codec.Load(logits[rowStart + i]), s, flags);
-                if (v > m)
+                bool above = DeviceMath.Above(v, m);
+                if (above)
                 {
-                    d *= IntrinsicMath.CPUOnly.Exp2((m - v) * Log2E);
-                    m = v;
-                    bestIndex = i; // strided ascending: the first index holding this thread's maximum
+                    d *= IntrinsicMath.CPUOnly.Exp2((m - v) * Log2E); // NaN once a NaN is seen
+                    m = DeviceMath.NanMax(m, v);
                 }
+                if (above || bestIndex == int.MaxValue)
+                    bestIndex = i; // strided ascending: the first index holding this thread's maximum (or first NaN)
                 d += IntrinsicMath.CPUOnly.Exp2((v - m) * Log2E);
                 if ((flags & HasSmoothing) != 0)
                     smooth += (flags & HasWeight) != 0 ? v * weight[i] : v;
@@ -285,6 +305,20 @@ internal static class CrossEntropyKernels
 
     // ---- the math of one row ----
 
+    /// <summary>The running max's start: below every finite logit, above -inf (see RowsVectorized).</summary>
+    private const float NegativeMax = -float.MaxValue;
+
+    /// <summary>
+    /// An ignored row's gradient: 0, or NaN where torch's is. torch backpropagates 0 through the row's
+    /// log-softmax, 0 − e^(log p)·0, which is NaN exactly when the row's (soft-capped) max is not finite:
+    /// a NaN, a +inf, or every logit −inf. The soft cap maps ±inf to ±c, so there only NaN counts.
+    /// </summary>
+    private static float IgnoredGradient(float rawMax, int flags)
+    {
+        bool bad = (flags & HasSoftcap) != 0 ? float.IsNaN(rawMax) : !(rawMax > NegativeMax && rawMax < float.PositiveInfinity);
+        return bad ? float.NaN : 0f;
+    }
+
     private static void StoreIgnored(ArrayView<float> loss, ArrayView<float> zLoss, ArrayView<long> predicted, int row, float fill, int flags)
     {
         loss[row] = fill;
@@ -304,7 +338,7 @@ internal static class CrossEntropyKernels
         CrossEntropySettings s, int flags, ref int phase)
     {
         float rowMax = GroupReduce.Max(m, phase++);
-        float sumExp = GroupReduce.Sum(m == float.NegativeInfinity ? 0f : d * IntrinsicMath.CPUOnly.Exp2((m - rowMax) * Log2E), phase++);
+        float sumExp = GroupReduce.Sum(d * IntrinsicMath.CPUOnly.Exp2((m - rowMax) * Log2E), phase++);
         float lse = rowMax + IntrinsicMath.CPUOnly.Log2(sumExp) / Log2E;
         if ((flags & HasSmoothing) != 0)
             smooth = GroupReduce.Sum(smooth, phase++);
@@ -321,7 +355,7 @@ internal static class CrossEntropyKernels
         }
         float weightSum = (flags & HasWeight) != 0 ? totals[TotalWeight] : 0f;
         if (Group.IsFirstThread)
-            StoreLoss(loss, zLoss, predicted, row, lse, xy, smooth, wy, weightSum, invN, invW, bestIndex, s, flags);
+            StoreLoss(loss, zLoss, predicted, row, lse, rowMax, xy, smooth, wy, weightSum, invN, invW, bestIndex, s, flags);
         return Terms(rowMax, sumExp, lse, wy, weightSum, invN, invW, s, flags);
     }
 
@@ -331,7 +365,7 @@ internal static class CrossEntropyKernels
     /// not weighted, as Liger-Kernel defines it).
     /// </summary>
     private static void StoreLoss(ArrayView<float> loss, ArrayView<float> zLoss, ArrayView<long> predicted, int row,
-        float lse, float xy, float smooth, float wy, float weightSum, float invN, float invW, int bestIndex,
+        float lse, float rowMax, float xy, float smooth, float wy, float weightSum, float invN, float invW, int bestIndex,
         CrossEntropySettings s, int flags)
     {
         float value = (lse - xy) * wy;
@@ -341,7 +375,10 @@ internal static class CrossEntropyKernels
             float smoothLoss = (flags & HasWeight) != 0 ? eps * (lse * weightSum - smooth) : s.LabelSmoothing * lse - eps * smooth;
             value = value * (1f - s.LabelSmoothing) + smoothLoss;
         }
-        float z = s.LseSquareScale * lse * lse;
+        // torch.logsumexp (the z-loss's reference) gives +inf for a row holding +inf (no NaN), where the
+        // log-softmax behind the loss gives NaN (inf - inf); the z-loss follows logsumexp.
+        float lseZ = rowMax == float.PositiveInfinity ? rowMax : lse;
+        float z = s.LseSquareScale * lseZ * lseZ;
         if ((flags & ReductionMean) != 0)
         {
             value *= invW;
@@ -403,7 +440,8 @@ internal static class CrossEntropyKernels
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Max8(Float8 v) =>
-        Math.Max(Math.Max(Math.Max(v.V0, v.V1), Math.Max(v.V2, v.V3)), Math.Max(Math.Max(v.V4, v.V5), Math.Max(v.V6, v.V7)));
+        DeviceMath.NanMax(DeviceMath.NanMax(DeviceMath.NanMax(v.V0, v.V1), DeviceMath.NanMax(v.V2, v.V3)),
+            DeviceMath.NanMax(DeviceMath.NanMax(v.V4, v.V5), DeviceMath.NanMax(v.V6, v.V7)));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Sum8(Float8 v) => v.V0 + v.V1 + v.V2 + v.V3 + v.V4 + v.V5 + v.V6 + v.V7;
@@ -415,11 +453,14 @@ internal static class CrossEntropyKernels
         + IntrinsicMath.CPUOnly.Exp2((v.V4 - m) * Log2E) + IntrinsicMath.CPUOnly.Exp2((v.V5 - m) * Log2E)
         + IntrinsicMath.CPUOnly.Exp2((v.V6 - m) * Log2E) + IntrinsicMath.CPUOnly.Exp2((v.V7 - m) * Log2E);
 
-    /// <summary>The first lane equal to <paramref name="max"/> (one of them is).</summary>
+    /// <summary>The first lane equal to <paramref name="max"/> (one of them is; the first NaN when it is NaN).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static int FirstIndexOf8(Float8 v, float max) =>
-        v.V0 == max ? 0 : v.V1 == max ? 1 : v.V2 == max ? 2 : v.V3 == max ? 3 :
-        v.V4 == max ? 4 : v.V5 == max ? 5 : v.V6 == max ? 6 : 7;
+        Same(v.V0, max) ? 0 : Same(v.V1, max) ? 1 : Same(v.V2, max) ? 2 : Same(v.V3, max) ? 3 :
+        Same(v.V4, max) ? 4 : Same(v.V5, max) ? 5 : Same(v.V6, max) ? 6 : 7;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static bool Same(float a, float b) => a == b || (float.IsNaN(a) && float.IsNaN(b));
 
     private static Float8 Fill(float value)
     {

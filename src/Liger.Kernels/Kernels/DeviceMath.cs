@@ -53,6 +53,19 @@ internal static class DeviceMath
         return Interop.IntAsFloat(Interop.FloatAsInt(result) | (Interop.FloatAsInt(x) & 0x80000000u));
     }
 
+    /// <summary>
+    /// max(a, b) that returns NaN when either is NaN, as torch.max / amax and .NET's Math.Max do. Math.Max
+    /// compiles to PTX max.f32 (fmaxf: the non-NaN operand wins), so a NaN seen by a GPU reduction
+    /// vanished there while the emulator kept it. Costs a NaN test and a select beyond a compare (about
+    /// 3 instructions instead of 1).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float NanMax(float a, float b) => a > b || float.IsNaN(a) ? a : b;
+
+    /// <summary>Whether <paramref name="a"/> comes before <paramref name="b"/> in torch.argmax's order: NaN above everything.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static bool Above(float a, float b) => a > b || (float.IsNaN(a) && !float.IsNaN(b));
+
     /// <summary>1 / sqrt(x) with a correctly rounded square root and division, as torch's CPU rsqrt.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float Rsqrt(float x) => 1f / MathF.Sqrt(x);
@@ -82,7 +95,10 @@ internal static class GroupReduce
         return Warp.Shuffle(WarpSum(total), 0);
     }
 
-    /// <summary>The maximum of <paramref name="value"/> over the group, to every thread (see <see cref="Sum(float, int)"/>).</summary>
+    /// <summary>
+    /// The maximum of <paramref name="value"/> over the group, to every thread (see <see cref="Sum(float, int)"/>);
+    /// NaN if any thread holds NaN (torch's max propagates it).
+    /// </summary>
     internal static float Max(float value, int parity)
     {
         value = WarpMax(value);
@@ -97,7 +113,8 @@ internal static class GroupReduce
 
     /// <summary>
     /// The index of the group's largest <paramref name="value"/>, the smallest such index on ties (as
-    /// torch.argmax); every thread passes its own best value and the index where it found it.
+    /// torch.argmax); every thread passes its own best value and the index where it found it. NaN counts
+    /// as the largest (torch.argmax returns the first NaN's index).
     /// </summary>
     internal static int ArgMax(float value, int index, int parity)
     {
@@ -120,7 +137,7 @@ internal static class GroupReduce
     private static float WarpMax(float value)
     {
         for (int delta = Warp.WarpSize / 2; delta > 0; delta >>= 1)
-            value = Math.Max(value, Warp.ShuffleDown(value, delta));
+            value = DeviceMath.NanMax(value, Warp.ShuffleDown(value, delta));
         return value;
     }
 
@@ -130,7 +147,8 @@ internal static class GroupReduce
         {
             float otherValue = Warp.ShuffleDown(value, delta);
             int otherIndex = Warp.ShuffleDown(index, delta);
-            if (otherValue > value || (otherValue == value && otherIndex < index))
+            bool tie = otherValue == value || (float.IsNaN(otherValue) && float.IsNaN(value));
+            if (DeviceMath.Above(otherValue, value) || (tie && otherIndex < index))
             {
                 value = otherValue;
                 index = otherIndex;

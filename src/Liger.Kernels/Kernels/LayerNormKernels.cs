@@ -54,7 +54,9 @@ internal static class LayerNormKernels
     private static (float Shift, float Rstd) Statistics(float sumD, float sumD2, float cols, float eps)
     {
         float shift = sumD / cols;
-        return (shift, DeviceMath.Rsqrt(Math.Max(sumD2 / cols - shift * shift, 0f) + eps));
+        // NanMax, not Math.Max: PTX's max.f32 would turn a NaN variance (a NaN or inf in the row) into 0 and a
+        // finite rstd on the GPU only (the emulator's Math.Max keeps the NaN, as torch does).
+        return (shift, DeviceMath.Rsqrt(DeviceMath.NanMax(sumD2 / cols - shift * shift, 0f) + eps));
     }
 
     /// <summary>y = (x - mean) * rstd * w + b, from the centred chunk.</summary>

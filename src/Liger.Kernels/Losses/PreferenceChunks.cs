@@ -96,7 +96,9 @@ internal static class PreferenceChunks
         long n = hidden.shape[0], length = hidden.shape[1], size = hidden.shape[2], vocab = weight.shape[0];
         var device = hidden.device;
         bool gradients = wanted.Any && objective is not null;
-        bool dropIgnored = DropIgnoredOnCpu && device.type == DeviceType.CPU;
+        // Dropping is exact only while lm_head is finite: a NaN there makes every row's logits NaN, and the eager
+        // loss then backpropagates NaN through the ignored rows too (see CrossEntropyKernels.IgnoredGradient).
+        bool dropIgnored = DropIgnoredOnCpu && device.type == DeviceType.CPU && Finite(weight) && (bias is null || Finite(bias));
         var ce = new CrossEntropyOptions { IgnoreIndex = options.IgnoreIndex, Softcap = options.Softcap, Reduction = CrossEntropyReduction.None };
         int flags = CrossEntropyOp.Flags(ce, gradients, argmax: false);
         var accumulation = options.AccumulateInFloat32 ? ScalarType.Float32 : weight.dtype;
@@ -139,10 +141,13 @@ internal static class PreferenceChunks
             // On the CPU the positions without a target are dropped before lm_head (reading the targets on the host
             // is free there): they add nothing to the loss or the gradients. On a GPU it would cost a synchronisation.
             Tensor? kept = null;
+            var allRowSequence = rowSequence;
             if (dropIgnored)
             {
                 var keep = ys.NotEqualTo(options.IgnoreIndex).nonzero().squeeze(1);
-                if (keep.shape[0] < ys.shape[0])
+                // ... and while the dropped rows' hidden states are finite (a NaN or inf there gives its row NaN gradients)
+                var dropped = ys.eq(options.IgnoreIndex).nonzero().squeeze(1);
+                if (keep.shape[0] < ys.shape[0] && Finite(xs.index_select(0, dropped)))
                 {
                     kept = keep;
                     xs = xs.index_select(0, keep);
@@ -198,7 +203,12 @@ internal static class PreferenceChunks
             {
                 var chunkGrad = logits.mm(weightD);
                 if (kept is not null)
-                    chunkGrad = zeros(seqs * length, size, dtype: chunkGrad.dtype, device: device).index_copy_(0, kept, chunkGrad);
+                {
+                    // A dropped row's gradient is its sequence's factor times 0: 0, or NaN where the factor is not
+                    // finite (a NaN loss), as the rows the GPU keeps give.
+                    var dropped = perSequence.index_select(0, allRowSequence).Times(0.0).to(chunkGrad.dtype);
+                    chunkGrad = dropped.unsqueeze(1).expand(seqs * length, size).contiguous().index_copy_(0, kept, chunkGrad);
+                }
                 Scatter(gradHidden, ranges, chunkGrad, length);
             }
             if (gradWeight is not null)
@@ -219,6 +229,12 @@ internal static class PreferenceChunks
             loss.add_(ScalarArithmetic.Times(nllLoss, options.Alpha));
         return new Result(loss, logProbs, rewards, logitsSum, counts, nllLoss, extraSums,
             gradHidden?.view(hidden.shape), gradWeight, gradBias);
+    }
+
+    private static bool Finite(Tensor t)
+    {
+        using var finite = t.isfinite().all();
+        return finite.item<bool>();
     }
 
     /// <summary>The rows of the given sequence ranges, in order, <paramref name="rowsPerSequence"/> rows a sequence.</summary>

@@ -128,6 +128,16 @@ internal static class CrossEntropyCpu
 
         internal readonly record struct Result(float Loss, float ZLoss, long Predicted);
 
+        /// <summary>
+        /// An ignored row's gradient (see CrossEntropyKernels.IgnoredGradient): NaN where torch's 0 − e^(log p)·0
+        /// is, when the (soft-capped) row's max is not finite; else 0.
+        /// </summary>
+        private float IgnoredGradient(ReadOnlySpan<float> x)
+        {
+            float m = TensorPrimitives.Max(x);  // NaN if any is NaN
+            return capped ? (float.IsNaN(m) ? float.NaN : 0f) : (float.IsFinite(m) ? 0f : float.NaN);
+        }
+
         /// <param name="x">The row's logits in fp32.</param>
         /// <param name="y">The target.</param>
         /// <param name="g">Receives e^(x - m), then the gradient (may alias x).</param>
@@ -139,7 +149,7 @@ internal static class CrossEntropyCpu
             {
                 float fill = y == options.IgnoreIndex ? 0f : float.NaN;
                 if (gradients)
-                    g.Fill(fill);
+                    g.Fill(y == options.IgnoreIndex ? IgnoredGradient(x) : fill);
                 return new Result(fill, fill, -1);
             }
             int target = (int)y;
@@ -160,6 +170,9 @@ internal static class CrossEntropyCpu
             TensorPrimitives.Exp(g, g);
             float sumExp = TensorPrimitives.Sum(g);
             float lse = m + MathF.Log(sumExp);
+            // torch.logsumexp (the z-loss's reference) keeps an infinite max: +inf, or -inf for a row of -inf,
+            // where the log-softmax behind the loss gives NaN (inf - inf).
+            float lseZ = float.IsInfinity(m) ? m : lse;
 
             float n = totals[CrossEntropyKernels.TotalCount], tw = totals[CrossEntropyKernels.TotalTargetWeight];
             float invN = mean ? (n > 0 ? 1f / n : 0f) : 1f;
@@ -171,7 +184,7 @@ internal static class CrossEntropyCpu
             float value = (lse - xy) * wy;
             if (smoothing > 0)
                 value = value * (1f - smoothing) + (weight is null ? smoothing * lse - eps * smooth : eps * (lse * weightSum - smooth));
-            float z = zScale * lse * lse * invN;
+            float z = zScale * lseZ * lseZ * invN;
             value = value * invW + z;
             if (!gradients)
                 return new Result(value, z, predicted);

@@ -31,6 +31,11 @@ public static class LigerFusedAddRMSNormFunction
         double offset = 0.0, RmsNormCastingMode castingMode = RmsNormCastingMode.Llama)
     {
         FusedAddRmsNormOp.Validate(x, residual, weight, eps, offset, castingMode);
+        if (x.shape[^1] == 0)
+        {
+            var sum = x.add(residual); // torch's empty results (rows of no feature cannot be viewed as (-1, 0))
+            return (EmptyRows.Normalized(sum, weight), sum);
+        }
         var outputs = AutogradOutputCache.Release(FusedAddRmsNormAutograd.apply(x, residual, weight, eps, offset, castingMode));
         return (outputs[0], outputs[1]);
     }

@@ -23,6 +23,8 @@ public static class LigerLayerNormFunction
     public static Tensor Apply(Tensor x, Tensor weight, Tensor? bias, double eps = 1e-5)
     {
         LayerNormOp.Validate(x, weight, bias, eps);
+        if (x.shape[^1] == 0)
+            return EmptyRows.Normalized(x, weight, bias); // torch's empty result (rows of no feature cannot be viewed as (-1, 0))
         return AutogradOutputCache.Release(LayerNormAutograd.apply(x, weight, bias, eps))[0];
     }
 }
@@ -71,8 +73,6 @@ public static class LayerNormOp
         TensorChecks.AtLeastOneDim(x, nameof(x));
         TensorChecks.FloatingPoint(x, nameof(x));
         TensorChecks.Contiguous(x, nameof(x));
-        if (x.shape[^1] == 0)
-            throw new ArgumentException($"'{nameof(x)}' must have a non-empty last dimension (the one normalised); got shape [{string.Join(", ", x.shape)}].", nameof(x));
         TensorChecks.SameDtype(weight, nameof(weight), x, nameof(x));
         TensorChecks.SameDevice(weight, nameof(weight), x, nameof(x));
         TensorChecks.Shape(weight, nameof(weight), x.shape[^1]);

@@ -39,6 +39,8 @@ public static class LigerRMSNormFunction
         RmsNormCastingMode castingMode = RmsNormCastingMode.Llama, bool inPlaceBackward = false)
     {
         RmsNormOp.Validate(x, weight, eps, offset);
+        if (x.shape[^1] == 0)
+            return EmptyRows.Normalized(x, weight); // torch's empty result (rows of no feature cannot be viewed as (-1, 0))
         return AutogradOutputCache.Release(RmsNormAutograd.apply(x, weight, eps, offset, castingMode, inPlaceBackward))[0];
     }
 }

@@ -49,6 +49,12 @@ public static class LigerRMSNormLinearsFunction
                     throw new ArgumentException($"'{biasName}' must be ({weights[i].shape[0]}); got [{string.Join(", ", bias.shape)}].", nameof(biases));
             }
         }
+        if (features == 0)
+        {
+            // torch's result: each linear of an empty row gives its bias (or zeros); rows of no feature cannot be viewed as (-1, 0)
+            var normed = EmptyRows.Normalized(x, normWeight);
+            return weights.Select((w, i) => nn.functional.linear(normed, w, biases?[i])).ToArray();
+        }
         var vars = new List<object> { x, normWeight, eps, offset, castingMode, weights.Count };
         vars.AddRange(weights);
         vars.AddRange(Enumerable.Range(0, weights.Count).Select(i => (object)biases?[i]!));
