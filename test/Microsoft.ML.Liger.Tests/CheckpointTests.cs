@@ -322,6 +322,30 @@ public sealed class CheckpointTests
     }
 
     [TestMethod]
+    [DataRow("I32")]
+    [DataRow("U8")]
+    [DataRow("I16")]
+    public void Load_IntegerHeaderOverFloatWeight_IsAMismatch_NamingFileTensorAndDType(string dtype)
+    {
+        // Same shape, bytes sized for the lying dtype (for I32, the float weight's own bytes): only the header's
+        // dtype is wrong. Converting its integers to floats would load garbage without a word.
+        using var module = new TinyCausalLm(new TinyLmConfig());
+        var tensors = module.state_dict()
+            .Select(e => (e.Key, Dtype: e.Value.dtype == ScalarType.Int64 ? "I64" : "F32", e.Value.shape, Bytes(e.Value))).ToList();
+        int index = tensors.FindIndex(t => t.Key == "model.norm.weight");
+        int size = dtype switch { "I32" => 4, "I16" => 2, _ => 1 };
+        tensors[index] = (tensors[index].Key, dtype, tensors[index].shape, tensors[index].Item4[..(13 * size)]);
+        string file = Path.Combine(_folder, "model.safetensors");
+        RawSafetensors.Write(file, tensors);
+
+        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(module, _folder));
+
+        StringAssert.Contains(error.Mismatches.Single(), "'model.norm.weight'");
+        StringAssert.Contains(error.Mismatches.Single(), dtype);
+        StringAssert.Contains(error.Mismatches.Single(), file);
+    }
+
+    [TestMethod]
     public void Load_MissingFolder_NamesThePath()
     {
         string missing = Path.Combine(_folder, "no-such-model");
@@ -342,7 +366,7 @@ public sealed class CheckpointTests
 
     [TestMethod]
     [DataRow(5L, "shorter than the 8-byte header length")]
-    [DataRow(100L, "goes beyond the end")]
+    [DataRow(100L, "is not a safetensors file: its header length exceeds its size")]
     [DataRow(-3L, "outside the")] // the last tensor's data is cut short
     public void Load_TruncatedFile_NamesTheFile(long keep, string reason)
     {

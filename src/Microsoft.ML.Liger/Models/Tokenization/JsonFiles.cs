@@ -48,17 +48,20 @@ internal static class JsonFiles
         };
     }
 
-    /// <summary>An id field that is an int or a list of ints (generation_config.json's eos_token_id).</summary>
-    public static IEnumerable<int> Ids(this JsonElement element, string name)
+    /// <summary>An id field that is an int or a list of ints (generation_config.json's eos_token_id), each checked.</summary>
+    public static IEnumerable<int> Ids(this JsonElement element, string name, string path)
     {
         JsonElement? value = element.Property(name);
         if (value is null)
-            yield break;
-        if (value.Value.ValueKind == JsonValueKind.Number)
-            yield return value.Value.GetInt32();
-        else if (value.Value.ValueKind == JsonValueKind.Array)
-            foreach (JsonElement item in value.Value.EnumerateArray())
-                if (item.ValueKind == JsonValueKind.Number)
-                    yield return item.GetInt32();
+            return [];
+        if (value.Value.ValueKind == JsonValueKind.Array)
+            return value.Value.EnumerateArray().Select(item => Id(item, name, path)).ToList();
+        return [Id(value.Value, name, path)];
     }
+
+    /// <summary>A token id: a whole JSON number from 0 to int.MaxValue (64.5, -1, "3" and 1e12 are refused, naming the file and field).</summary>
+    public static int Id(JsonElement value, string field, string path) =>
+        value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int id) && id >= 0
+            ? id
+            : throw new InvalidDataException($"'{path}' field '{field}' must be a token id (a whole number from 0 to {int.MaxValue}); got {(value.ValueKind == JsonValueKind.Undefined ? "nothing" : value.GetRawText())}.");
 }
