@@ -100,6 +100,24 @@ public sealed class TokenizerIdTests
     }
 
     [TestMethod]
+    [DataRow("add_bos_token", "\"yes\"", "true or false")]
+    [DataRow("legacy", "1", "true or false")]
+    [DataRow("bos_token", "5", "must be a token")]
+    [DataRow("eos_token", "{\"text\": \"</s>\"}", "must be a token")]
+    [DataRow("chat_template", "5", "chat_template")]
+    [DataRow("added_tokens_decoder", "{\"401\": {\"special\": true}}", "content")]
+    [DataRow("added_tokens_decoder", "{\"401\": {\"content\": \"<x>\", \"special\": \"no\"}}", "true or false")]
+    public void WronglyTypedTokenizerConfigField_IsRefused_NamingIt(string field, string rawJson, string reason)
+    {
+        LoadingFixtures.SetRaw(TokenizerConfig, field, rawJson);
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => CausalLMTokenizer.FromPretrained(_folder));
+
+        StringAssert.Contains(error.Message, TokenizerConfig);
+        StringAssert.Contains(error.Message, reason);
+    }
+
+    [TestMethod]
     public void PostProcessorIdOutsideTheTokenizer_IsRefused()
     {
         var root = JsonNode.Parse(File.ReadAllText(TokenizerJson))!.AsObject();

@@ -141,10 +141,10 @@ public sealed class CausalLMConfig
         // transformers 4: rope_theta + rope_scaling; Gemma 3's sliding layers use rope_local_base_freq, unscaled.
         var scaling = json["rope_scaling"] as JsonObject;
         if (layerType == "sliding_attention" && Double("rope_local_base_freq") is double localTheta)
-            return new RopeParameters { Theta = localTheta, PartialRotaryFactor = PartialRotaryFactorFallback() };
+            return new RopeParameters { Theta = localTheta, PartialRotaryFactor = PartialRotaryFactorFallback() }.CheckShared("rope_local_base_freq");
         var rope = scaling is null ? new RopeParameters { PartialRotaryFactor = PartialRotaryFactorFallback() }
             : RopeParameters.Read(scaling, PartialRotaryFactorFallback(), MaxPositionEmbeddings, "rope_scaling");
-        return rope with { Theta = Double("rope_theta") ?? 10000.0 };
+        return (rope with { Theta = Double("rope_theta") ?? 10000.0 }).CheckShared("rope_theta");
     }
 
     private double PartialRotaryFactorFallback() => Double("partial_rotary_factor") ?? 1.0;
@@ -239,6 +239,12 @@ public sealed class CausalLMConfig
                      ("final_logit_softcapping", FinalLogitSoftcapping), ("logits_scaling", LogitsScaling) })
             if (value is { } v && !(v > 0))
                 throw Error(name, $"must be positive; got {v}");
+        foreach (var name in new[] { "rope_scaling", "rope_parameters" })
+            if (json[name] is { } rope && rope is not JsonObject)
+                throw Error(name, $"must be an object; got {rope.ToJsonString()}");
+        // Rotary fields are read per layer type when the model is built: read them now, so they fail here, not after allocating.
+        foreach (var layerType in new[] { "full_attention", "sliding_attention" })
+            _ = RopeFor(layerType);
         if (TorchDtype is not (null or "float32" or "float16" or "bfloat16" or "float64"))
             throw Error(json["dtype"] is null ? "torch_dtype" : "dtype", $"must be \"float32\", \"float16\", \"bfloat16\" or \"float64\"; got \"{TorchDtype}\"");
     }

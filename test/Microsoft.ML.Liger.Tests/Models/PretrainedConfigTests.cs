@@ -65,6 +65,11 @@ public sealed class PretrainedConfigTests
     [DataRow("bos_token_id", "\"one\"", "must be a number")]
     [DataRow("query_pre_attn_scalar", "-16", "positive")]
     [DataRow("num_local_experts", "0", "at least 1")]
+    [DataRow("partial_rotary_factor", "1.5", "(0, 1]")]
+    [DataRow("rope_parameters", "\"yarn\"", "must be an object")]
+    [DataRow("rope_scaling", "4", "must be an object")]
+    [DataRow("rope_parameters", "{\"rope_type\": \"default\", \"rope_theta\": -1}", "positive")]
+    [DataRow("rope_parameters", "{\"rope_type\": 3}", "not a string")]
     public void MalformedField_IsRefusedNamingFileAndField(string field, string rawJson, string reason)
     {
         LoadingFixtures.SetRaw(ConfigPath, field, rawJson);

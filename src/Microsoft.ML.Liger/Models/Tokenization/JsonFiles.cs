@@ -36,16 +36,29 @@ internal static class JsonFiles
             ? value
             : null;
 
-    /// <summary>A token field that is either a string or an object with a "content" string (tokenizer_config.json).</summary>
-    public static string? TokenContent(this JsonElement element, string name)
+    /// <summary>A true/false field of a checkpoint's file; absent or null is null, any other JSON type is an error naming the file and field.</summary>
+    public static bool? Flag(this JsonElement element, string name, string path) => element.Property(name) switch
     {
-        JsonElement? value = element.Property(name);
-        return value?.ValueKind switch
-        {
-            JsonValueKind.String => value.Value.GetString(),
-            JsonValueKind.Object => value.Value.String("content"),
-            _ => null,
-        };
+        null => null,
+        { ValueKind: JsonValueKind.True or JsonValueKind.False } value => value.GetBoolean(),
+        var other => throw new InvalidDataException($"'{path}' field '{name}' must be true or false; got {other.Value.GetRawText()}."),
+    };
+
+    /// <summary>A token field (a string, or an object whose "content" is one); any other JSON type is an error naming the file and field.</summary>
+    public static string? Token(this JsonElement element, string name, string path) => element.Property(name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.String } value => value.GetString(),
+        { ValueKind: JsonValueKind.Object } value when value.Property("content") is { ValueKind: JsonValueKind.String } content => content.GetString(),
+        var other => throw new InvalidDataException($"'{path}' field '{name}' must be a token (a string, or an object with a \"content\" string); got {other.Value.GetRawText()}."),
+    };
+
+    /// <summary>An added token's entry (tokenizer.json added_tokens, tokenizer_config.json added_tokens_decoder): non-empty content, flags true/false.</summary>
+    public static AddedToken AddedToken(this JsonElement token, int id, string field, string path)
+    {
+        string content = token.Property("content") is { ValueKind: JsonValueKind.String } text && text.GetString() is { Length: > 0 } s ? s
+            : throw new InvalidDataException($"'{path}' field '{field}' has a token (id {id}) without a non-empty \"content\" string.");
+        return new AddedToken(id, content, token.Flag("special", path) ?? false, token.Flag("lstrip", path) ?? false, token.Flag("rstrip", path) ?? false);
     }
 
     /// <summary>An id field that is an int or a list of ints (generation_config.json's eos_token_id), each checked.</summary>

@@ -40,14 +40,14 @@ internal sealed class TokenizerConfig
         return new TokenizerConfig
         {
             Path = tokenizerConfigPath,
-            BosToken = config.TokenContent("bos_token"),
-            EosToken = config.TokenContent("eos_token"),
-            PadToken = config.TokenContent("pad_token"),
-            AddBosToken = config.Bool("add_bos_token"),
-            AddEosToken = config.Bool("add_eos_token"),
-            Legacy = config.Bool("legacy") ?? true,
-            CleanUpTokenizationSpaces = config.Bool("clean_up_tokenization_spaces") ?? false,
-            ChatTemplate = ReadChatTemplate(folder, config),
+            BosToken = config.Token("bos_token", tokenizerConfigPath),
+            EosToken = config.Token("eos_token", tokenizerConfigPath),
+            PadToken = config.Token("pad_token", tokenizerConfigPath),
+            AddBosToken = config.Flag("add_bos_token", tokenizerConfigPath),
+            AddEosToken = config.Flag("add_eos_token", tokenizerConfigPath),
+            Legacy = config.Flag("legacy", tokenizerConfigPath) ?? true,
+            CleanUpTokenizationSpaces = config.Flag("clean_up_tokenization_spaces", tokenizerConfigPath) ?? false,
+            ChatTemplate = ReadChatTemplate(folder, config, tokenizerConfigPath),
             AddedTokens = ReadAddedTokensDecoder(config, tokenizerConfigPath),
             EosTokenIds = eosIds,
             ConfigBosTokenId = generation.Ids("bos_token_id", generationPath).Concat(model.Ids("bos_token_id", modelPath)).Cast<int?>().FirstOrDefault(),
@@ -57,7 +57,7 @@ internal sealed class TokenizerConfig
 
     // The template is a string, a list of named templates (the one named "default" is used), or, in newer
     // checkpoints, a chat_template.jinja file beside the config.
-    private static string? ReadChatTemplate(string folder, JsonElement config)
+    private static string? ReadChatTemplate(string folder, JsonElement config, string path)
     {
         JsonElement? template = config.Property("chat_template");
         if (template?.ValueKind == JsonValueKind.String)
@@ -66,6 +66,8 @@ internal sealed class TokenizerConfig
             foreach (JsonElement named in template.Value.EnumerateArray())
                 if (named.String("name") == "default")
                     return named.String("template");
+        if (template is { ValueKind: not (JsonValueKind.String or JsonValueKind.Array) } other)
+            throw new InvalidDataException($"'{path}' field 'chat_template' must be a string or a list of named templates; got a JSON {other.ValueKind}.");
 
         string jinja = ModelFolder.PathOf(folder, "chat_template.jinja");
         return File.Exists(jinja) ? File.ReadAllText(jinja) : null;
@@ -83,8 +85,7 @@ internal sealed class TokenizerConfig
                 throw new InvalidDataException(
                     $"'{path}' field 'added_tokens_decoder' has key \"{entry.Name}\", which is not a token id (a whole number from 0 to {int.MaxValue}).");
             JsonElement token = entry.Value;
-            tokens.Add(new AddedToken(id, token.String("content") ?? "", token.Bool("special") ?? false,
-                token.Bool("lstrip") ?? false, token.Bool("rstrip") ?? false));
+            tokens.Add(token.AddedToken(id, "added_tokens_decoder", path));
         }
         return tokens;
     }

@@ -35,12 +35,7 @@ internal sealed class TokenizerJson
         var tokens = new List<AddedToken>();
         if (root.Property("added_tokens") is { ValueKind: JsonValueKind.Array } added)
             foreach (JsonElement token in added.EnumerateArray())
-                tokens.Add(new AddedToken(
-                    JsonFiles.Id(token.Property("id") ?? default, "added_tokens[].id", path),
-                    token.String("content") ?? "",
-                    token.Bool("special") ?? false,
-                    token.Bool("lstrip") ?? false,
-                    token.Bool("rstrip") ?? false));
+                tokens.Add(token.AddedToken(JsonFiles.Id(token.Property("id") ?? default, "added_tokens[].id", path), "added_tokens", path));
         return tokens;
     }
 
