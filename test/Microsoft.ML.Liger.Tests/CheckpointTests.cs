@@ -400,6 +400,11 @@ public sealed class CheckpointTests
     [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", "needs 12 bytes", "a")]
     [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", "overlapping", "b")]
     [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", "extra bytes", null)]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", "twice", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 8]}}", "non-negative integer", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 0]}}", "begin <= end", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8, 8]}}", "begin <= end", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [4611686018427387904, 4], \"data_offsets\": [0, 8]}}", "too large", "a")]
     [DataRow("{\"__metadata__\": {\"format\": 1}, \"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", "__metadata__", null)]
     public void Load_CorruptHeader_NamesFileAndTensor(string header, string reason, string? tensor)
     {
@@ -454,13 +459,18 @@ public sealed class CheckpointTests
     }
 
     [TestMethod]
-    public void Load_IndexEscapingTheFolder_IsRejected()
+    [DataRow("../elsewhere.safetensors")]
+    [DataRow("/etc/passwd")]
+    [DataRow("shards/../../elsewhere.safetensors")]
+    [DataRow("./model.safetensors")]
+    public void Load_IndexEscapingTheFolder_IsRejected(string shard)
     {
         File.WriteAllText(Path.Combine(_folder, "model.safetensors.index.json"),
-            "{\"metadata\": {\"total_size\": 4}, \"weight_map\": {\"lm_head.weight\": \"../elsewhere.safetensors\"}}");
+            $"{{\"metadata\": {{\"total_size\": 4}}, \"weight_map\": {{\"lm_head.weight\": \"{shard}\"}}}}");
         using var module = new TinyCausalLm(new TinyLmConfig());
         var error = Assert.ThrowsExactly<CheckpointFormatException>(() => SafetensorsCheckpoint.Load(module, _folder));
-        StringAssert.Contains(error.Message, "../elsewhere.safetensors");
+        StringAssert.Contains(error.Message, shard);
+        StringAssert.Contains(error.Message, "not a file inside the checkpoint folder");
         Assert.AreEqual("lm_head.weight", error.TensorName);
     }
 
