@@ -118,6 +118,22 @@ public sealed class TokenizerIdTests
     }
 
     [TestMethod]
+    [DataRow("eos_token")]
+    [DataRow("bos_token")]
+    [DataRow("pad_token")]
+    public void NamedSpecialTokenThatIsNoToken_IsRefused(string field)
+    {
+        // Encoded as plain text it would never end generation (eos) or would pad with several ids.
+        LoadingFixtures.SetField(TokenizerConfig, field, "<|not_a_token|>");
+
+        var error = Assert.ThrowsExactly<InvalidDataException>(() => CausalLMTokenizer.FromPretrained(_folder));
+
+        StringAssert.Contains(error.Message, field);
+        StringAssert.Contains(error.Message, "<|not_a_token|>");
+        StringAssert.Contains(error.Message, _folder);
+    }
+
+    [TestMethod]
     public void PostProcessorIdOutsideTheTokenizer_IsRefused()
     {
         var root = JsonNode.Parse(File.ReadAllText(TokenizerJson))!.AsObject();

@@ -53,6 +53,13 @@ public sealed class CausalLMTokenizer
         BosToken = setup.BosToken;
         EosToken = setup.EosToken;
         PadToken = setup.PadToken;
+        // A named special token that is no single token of this tokenizer would be encoded as plain text, and
+        // never end generation: refuse it (transformers would add it with a new id the model has no row for).
+        foreach (var (field, token) in new[] { ("bos_token", BosToken), ("eos_token", EosToken), ("pad_token", PadToken) })
+            if (token is not null && TokenToId(token) is null)
+                throw new InvalidDataException(
+                    $"The tokenizer{(setup.Source is null ? "" : $" in '{setup.Source}'")} names {field} \"{token}\" (tokenizer_config.json), "
+                    + "which is neither in its vocabulary nor one of its added tokens.");
         BosTokenId = (BosToken is null ? null : TokenToId(BosToken)) ?? setup.BosTokenId;
         PadTokenId = (PadToken is null ? null : TokenToId(PadToken)) ?? setup.PadTokenId;
         var eos = new HashSet<int>(setup.EosTokenIds);
