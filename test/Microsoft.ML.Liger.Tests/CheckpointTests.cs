@@ -322,6 +322,30 @@ public sealed class CheckpointTests
     }
 
     [TestMethod]
+    [DataRow("I32")]
+    [DataRow("U8")]
+    [DataRow("I16")]
+    public void Load_IntegerHeaderOverFloatWeight_IsAMismatch_NamingFileTensorAndDType(string dtype)
+    {
+        // Same shape, bytes sized for the lying dtype (for I32, the float weight's own bytes): only the header's
+        // dtype is wrong. Converting its integers to floats would load garbage without a word.
+        using var module = new TinyCausalLm(new TinyLmConfig());
+        var tensors = module.state_dict()
+            .Select(e => (e.Key, Dtype: e.Value.dtype == ScalarType.Int64 ? "I64" : "F32", e.Value.shape, Bytes(e.Value))).ToList();
+        int index = tensors.FindIndex(t => t.Key == "model.norm.weight");
+        int size = dtype switch { "I32" => 4, "I16" => 2, _ => 1 };
+        tensors[index] = (tensors[index].Key, dtype, tensors[index].shape, tensors[index].Item4[..(13 * size)]);
+        string file = Path.Combine(_folder, "model.safetensors");
+        RawSafetensors.Write(file, tensors);
+
+        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(module, _folder));
+
+        StringAssert.Contains(error.Mismatches.Single(), "'model.norm.weight'");
+        StringAssert.Contains(error.Mismatches.Single(), dtype);
+        StringAssert.Contains(error.Mismatches.Single(), file);
+    }
+
+    [TestMethod]
     public void Load_MissingFolder_NamesThePath()
     {
         string missing = Path.Combine(_folder, "no-such-model");
@@ -342,7 +366,7 @@ public sealed class CheckpointTests
 
     [TestMethod]
     [DataRow(5L, "shorter than the 8-byte header length")]
-    [DataRow(100L, "goes beyond the end")]
+    [DataRow(100L, "is not a safetensors file: its header length exceeds its size")]
     [DataRow(-3L, "outside the")] // the last tensor's data is cut short
     public void Load_TruncatedFile_NamesTheFile(long keep, string reason)
     {
@@ -376,6 +400,11 @@ public sealed class CheckpointTests
     [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [3], \"data_offsets\": [0, 8]}}", "needs 12 bytes", "a")]
     [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, \"b\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", "overlapping", "b")]
     [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}}", "extra bytes", null)]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", "twice", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [2.5], \"data_offsets\": [0, 8]}}", "non-negative integer", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 0]}}", "begin <= end", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8, 8]}}", "begin <= end", "a")]
+    [DataRow("{\"a\": {\"dtype\": \"F32\", \"shape\": [4611686018427387904, 4], \"data_offsets\": [0, 8]}}", "too large", "a")]
     [DataRow("{\"__metadata__\": {\"format\": 1}, \"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}}", "__metadata__", null)]
     public void Load_CorruptHeader_NamesFileAndTensor(string header, string reason, string? tensor)
     {
@@ -430,13 +459,18 @@ public sealed class CheckpointTests
     }
 
     [TestMethod]
-    public void Load_IndexEscapingTheFolder_IsRejected()
+    [DataRow("../elsewhere.safetensors")]
+    [DataRow("/etc/passwd")]
+    [DataRow("shards/../../elsewhere.safetensors")]
+    [DataRow("./model.safetensors")]
+    public void Load_IndexEscapingTheFolder_IsRejected(string shard)
     {
         File.WriteAllText(Path.Combine(_folder, "model.safetensors.index.json"),
-            "{\"metadata\": {\"total_size\": 4}, \"weight_map\": {\"lm_head.weight\": \"../elsewhere.safetensors\"}}");
+            $"{{\"metadata\": {{\"total_size\": 4}}, \"weight_map\": {{\"lm_head.weight\": \"{shard}\"}}}}");
         using var module = new TinyCausalLm(new TinyLmConfig());
         var error = Assert.ThrowsExactly<CheckpointFormatException>(() => SafetensorsCheckpoint.Load(module, _folder));
-        StringAssert.Contains(error.Message, "../elsewhere.safetensors");
+        StringAssert.Contains(error.Message, shard);
+        StringAssert.Contains(error.Message, "not a file inside the checkpoint folder");
         Assert.AreEqual("lm_head.weight", error.TensorName);
     }
 

@@ -192,6 +192,7 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
             throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist.");
         var info = CausalLMModelInfo.Load(folder);
         var tokenizer = CausalLMTokenizer.FromPretrained(folder);
+        TokenizerIds.CheckFitsModel(tokenizer, CausalLMConfig.Load(folder), folder);
         var model = CausalLM.FromPretrained(folder, new CausalLMOptions { Kernels = kernels ?? info.Kernels, Device = device });
         return new CausalLMTransformer(model, tokenizer, info);
     }

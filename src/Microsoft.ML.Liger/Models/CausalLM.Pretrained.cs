@@ -12,13 +12,17 @@ public sealed partial class CausalLM
     /// config.json says the weights were saved in. Tied embeddings are one tensor (a stored lm_head.weight is ignored).
     /// </summary>
     /// <exception cref="NotSupportedException">config.json's model_type is not a supported family (the message lists them).</exception>
-    /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors (named).</exception>
+    /// <exception cref="CheckpointMismatchException">Missing, unexpected or mis-shaped tensors (named), or a config.json whose
+    /// sizes disagree with the checkpoint's headers (the field and both values named; found before the model is built).</exception>
+    /// <exception cref="CheckpointFormatException">A file is corrupt, or a symbolic link takes it out of the folder.</exception>
     public static CausalLM FromPretrained(string folder, CausalLMOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Checkpoint folder '{folder}' does not exist.");
         var config = CausalLMConfig.Load(folder);
+        // Sizes checked against the headers first: the model is allocated from config.json, which may lie.
+        ConfigAgainstCheckpoint.Check(config, ModelFolder.PathOf(folder, "config.json"), folder, CheckpointFiles.ReadTensors(folder));
         options ??= new CausalLMOptions();
         options = options with { DType = options.DType ?? StoredDType(config) };
         var model = new CausalLM(config, options, initialize: false);
@@ -64,6 +68,7 @@ public sealed partial class CausalLM
     {
         "bfloat16" => ScalarType.BFloat16,
         "float16" => ScalarType.Float16,
+        "float64" => ScalarType.Float64,
         _ => ScalarType.Float32,
     };
 }

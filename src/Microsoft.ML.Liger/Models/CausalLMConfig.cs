@@ -35,7 +35,13 @@ public sealed class CausalLMConfig
         SlidingWindow = Long("sliding_window");
         UseSlidingWindow = Bool("use_sliding_window");
         MaxWindowLayers = Long("max_window_layers");
-        LayerTypes = json["layer_types"] is JsonArray types ? types.Select(t => t!.GetValue<string>()).ToArray() : null;
+        LayerTypes = json["layer_types"] switch
+        {
+            null => null,
+            JsonArray types => types.Select(t => t is JsonValue v && v.TryGetValue<string>(out var type) ? type
+                : throw Error("layer_types", $"must be a list of strings; got {t?.ToJsonString() ?? "null"} in it")).ToArray(),
+            var other => throw Error("layer_types", $"must be a list of strings; got {other.ToJsonString()}"),
+        };
         NumLocalExperts = Long("num_local_experts");
         NumExpertsPerToken = Long("num_experts_per_tok");
         RouterAuxLossCoef = Double("router_aux_loss_coef") ?? 0.001;
@@ -135,10 +141,10 @@ public sealed class CausalLMConfig
         // transformers 4: rope_theta + rope_scaling; Gemma 3's sliding layers use rope_local_base_freq, unscaled.
         var scaling = json["rope_scaling"] as JsonObject;
         if (layerType == "sliding_attention" && Double("rope_local_base_freq") is double localTheta)
-            return new RopeParameters { Theta = localTheta, PartialRotaryFactor = PartialRotaryFactorFallback() };
+            return new RopeParameters { Theta = localTheta, PartialRotaryFactor = PartialRotaryFactorFallback() }.CheckShared("rope_local_base_freq");
         var rope = scaling is null ? new RopeParameters { PartialRotaryFactor = PartialRotaryFactorFallback() }
             : RopeParameters.Read(scaling, PartialRotaryFactorFallback(), MaxPositionEmbeddings, "rope_scaling");
-        return rope with { Theta = Double("rope_theta") ?? 10000.0 };
+        return (rope with { Theta = Double("rope_theta") ?? 10000.0 }).CheckShared("rope_theta");
     }
 
     private double PartialRotaryFactorFallback() => Double("partial_rotary_factor") ?? 1.0;
@@ -147,7 +153,7 @@ public sealed class CausalLMConfig
     public static CausalLMConfig Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
-        var file = Directory.Exists(path) ? Path.Combine(path, "config.json") : path;
+        var file = Directory.Exists(path) ? ModelFolder.PathOf(path, "config.json") : path;
         if (!File.Exists(file))
             throw new FileNotFoundException($"No config.json at '{file}': a Hugging Face checkpoint folder holds config.json next to its weights.", file);
         try
@@ -217,29 +223,85 @@ public sealed class CausalLMConfig
             throw Error("sliding_window", $"must be at least 1; got {SlidingWindow}");
         if (!(RmsNormEps > 0))
             throw Error("rms_norm_eps", $"must be positive; got {RmsNormEps}");
+        // Counts that become a loop bound or a list length must fit an int.
+        foreach (var (name, value) in new[] { ("num_hidden_layers", NumHiddenLayers), ("num_local_experts", NumLocalExperts ?? 1) })
+            if (value > int.MaxValue)
+                throw Error(name, $"must be at most {int.MaxValue}; got {value}");
+        if (MaxPositionEmbeddings < 1)
+            throw Error("max_position_embeddings", $"must be at least 1; got {MaxPositionEmbeddings}");
+        if (MaxWindowLayers is < 0)
+            throw Error("max_window_layers", $"must be at least 0; got {MaxWindowLayers}");
+        if (NumLocalExperts is < 1)
+            throw Error("num_local_experts", $"must be at least 1; got {NumLocalExperts}");
+        if (NumExpertsPerToken is { } topK && (topK < 1 || topK > (NumLocalExperts ?? long.MaxValue)))
+            throw Error("num_experts_per_tok", $"must be between 1 and num_local_experts {NumLocalExperts}; got {topK}");
+        foreach (var (name, value) in new[] { ("query_pre_attn_scalar", QueryPreAttnScalar), ("attn_logit_softcapping", AttnLogitSoftcapping),
+                     ("final_logit_softcapping", FinalLogitSoftcapping), ("logits_scaling", LogitsScaling) })
+            if (value is { } v && !(v > 0))
+                throw Error(name, $"must be positive; got {v}");
+        foreach (var name in new[] { "rope_scaling", "rope_parameters" })
+            if (json[name] is { } rope && rope is not JsonObject)
+                throw Error(name, $"must be an object; got {rope.ToJsonString()}");
+        // Rotary fields are read per layer type when the model is built: read them now, so they fail here, not after allocating.
+        foreach (var layerType in new[] { "full_attention", "sliding_attention" })
+            _ = RopeFor(layerType);
+        if (TorchDtype is not (null or "float32" or "float16" or "bfloat16" or "float64"))
+            throw Error(json["dtype"] is null ? "torch_dtype" : "dtype", $"must be \"float32\", \"float16\", \"bfloat16\" or \"float64\"; got \"{TorchDtype}\"");
     }
 
     private static InvalidDataException Error(string field, string what) => new($"config.json field '{field}' {what}.");
 
-    private string? String(string name) => json[name] is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
-    private bool? Bool(string name) => json[name] is JsonValue v && v.TryGetValue<bool>(out var b) ? b : null;
-    private long? Long(string name) => Number(json[name], name) is double d ? checked((long)d) : null;
-    private double? Double(string name) => Number(json[name], name);
-
-    internal static double? Number(JsonNode? node, string name) => node switch
+    // A field of the wrong JSON type is an error, not a silent default: "tie_word_embeddings": "true" must not read as false.
+    private string? String(string name) => json[name] switch
     {
         null => null,
-        JsonValue v when v.TryGetValue<double>(out var d) => d,
-        JsonValue v when v.TryGetValue<string>(out var s) && double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var p) => p,
-        _ => throw Error(name, $"must be a number; got {node.ToJsonString()}"),
+        JsonValue v when v.TryGetValue<string>(out var s) => s,
+        var other => throw Error(name, $"must be a string; got {other.ToJsonString()}"),
     };
+
+    private bool? Bool(string name) => json[name] switch
+    {
+        null => null,
+        JsonValue v when v.TryGetValue<bool>(out var b) => b,
+        var other => throw Error(name, $"must be true or false; got {other.ToJsonString()}"),
+    };
+
+    private long? Long(string name) => Integer(json[name], name);
+    private double? Double(string name) => Number(json[name], name);
+
+    /// <summary>A finite number (a JSON number, or a string holding one), or null when absent.</summary>
+    internal static double? Number(JsonNode? node, string name)
+    {
+        double? value = node switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<double>(out var d) => d,
+            JsonValue v when v.TryGetValue<string>(out var s) && double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out var p) => p,
+            _ => throw Error(name, $"must be a number; got {node.ToJsonString()}"),
+        };
+        return value is { } x && !double.IsFinite(x) ? throw Error(name, $"must be a finite number; got {node!.ToJsonString()}") : value;
+    }
+
+    /// <summary>A whole number that fits a long, or null when absent: 64.5 is refused, not truncated to 64.</summary>
+    internal static long? Integer(JsonNode? node, string name)
+    {
+        if (node is JsonValue exact && exact.TryGetValue<long>(out var whole))
+            return whole;
+        if (Number(node, name) is not double d)
+            return null;
+        if (d != Math.Floor(d))
+            throw Error(name, $"must be a whole number; got {node!.ToJsonString()}");
+        if (d >= 9.2233720368547758e18 || d < -9.2233720368547758e18)
+            throw Error(name, $"is too large; got {node!.ToJsonString()}");
+        return (long)d;
+    }
 
     private long? FirstId(string name) => Ids(name) is [var first, ..] ? first : null;
 
     private IReadOnlyList<long> Ids(string name) => json[name] switch
     {
         null => [],
-        JsonArray list => list.Select(x => checked((long)Number(x, name)!.Value)).ToArray(),
-        var single => [checked((long)Number(single, name)!.Value)],
+        JsonArray list => list.Select(x => Integer(x, name) ?? throw Error(name, "must not hold null")).ToArray(),
+        var single => [Integer(single, name)!.Value],
     };
 }

@@ -62,7 +62,17 @@ public static class Generation
         if (attentionMask is not null && !attentionMask.shape.SequenceEqual(inputIds.shape))
             throw new ArgumentException($"'{nameof(attentionMask)}' must have inputIds' shape [{string.Join(", ", inputIds.shape)}].", nameof(attentionMask));
         var stops = options.StopTokenIds ?? model.Config.EosTokenIds;
-        long pad = options.PadTokenId ?? model.Config.PadTokenId ?? stops.FirstOrDefault();
+        // Ids reach the embedding lookup, where one outside the vocabulary is libtorch's "index out of range in
+        // self" (or a device assert on CUDA): check them here, once, on the host (Generate syncs every step anyway).
+        // config.json's pad_token_id counts only inside the vocabulary, as for the embedding's padding_idx.
+        long vocab = model.Config.VocabSize;
+        long? configPad = model.Config.PadTokenId is long p && p >= 0 && p < vocab ? p : null;
+        // A stop id outside the vocabulary can never be generated, so it never becomes padding either.
+        long pad = options.PadTokenId ?? configPad ?? stops.FirstOrDefault(id => id >= 0 && id < vocab);
+        if (pad < 0 || pad >= vocab)
+            throw new ArgumentOutOfRangeException(nameof(GenerationOptions.PadTokenId), pad,
+                $"GenerationOptions.PadTokenId is {pad}, outside the model's vocabulary 0 to {vocab - 1} (config.json vocab_size {vocab}).");
+        CheckIds(inputIds, vocab);
         var device = model.LmHeadWeight.device;
         var generator = options.Seed is long seed ? new Generator((ulong)seed, device) : null;
 
@@ -104,6 +114,17 @@ public static class Generation
             model.train(wasTraining);
             generator?.Dispose();
         }
+    }
+
+    private static void CheckIds(Tensor inputIds, long vocab)
+    {
+        using var host = inputIds.cpu();
+        var ids = host.data<long>();
+        long columns = inputIds.shape[1];
+        for (long i = 0; i < ids.Count; i++)
+            if (ids[i] < 0 || ids[i] >= vocab)
+                throw new ArgumentOutOfRangeException(nameof(inputIds), ids[i],
+                    $"'inputIds' holds id {ids[i]} at [{i / columns}, {i % columns}], outside the model's vocabulary 0 to {vocab - 1} (config.json vocab_size {vocab}).");
     }
 
     /// <summary>Temperature, then top-k, then top-p (Hugging Face's warper order), then one multinomial draw per row.</summary>

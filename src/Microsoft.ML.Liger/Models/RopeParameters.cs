@@ -60,9 +60,22 @@ public sealed record RopeParameters
         return where(medium, smoothed, llama);
     }
 
+    /// <summary>What every spelling must satisfy: a positive base and a rotated fraction of the head in (0, 1].</summary>
+    internal RopeParameters CheckShared(string field)
+    {
+        if (!(Theta > 0))
+            throw new InvalidDataException($"config.json field '{field}' must be positive; got {Theta}.");
+        if (!(PartialRotaryFactor > 0 && PartialRotaryFactor <= 1))
+            throw new InvalidDataException($"config.json field 'partial_rotary_factor' must be in (0, 1]; got {PartialRotaryFactor}.");
+        return this;
+    }
+
     internal static RopeParameters Read(JsonObject node, double partialRotaryFactor, long maxPositions, string field)
     {
-        var type = (node["rope_type"] ?? node["type"])?.GetValue<string>() ?? "default";
+        var typeNode = node["rope_type"] ?? node["type"];
+        var type = typeNode is null ? "default"
+            : typeNode is JsonValue v && v.TryGetValue<string>(out var text) ? text
+            : throw new InvalidDataException($"config.json field '{field}' has rope_type {typeNode.ToJsonString()}, not a string.");
         if (!SupportedTypes.Contains(type))
             throw new InvalidDataException(
                 $"config.json field '{field}' has rope_type \"{type}\"; supported: {string.Join(", ", SupportedTypes)}.");
@@ -79,6 +92,9 @@ public sealed record RopeParameters
         };
         if (!(rope.Factor > 0) || !(rope.Theta > 0))
             throw new InvalidDataException($"config.json field '{field}' needs a positive rope_theta and factor.");
+        rope.CheckShared(field);
+        if (rope.OriginalMaxPositionEmbeddings < 1)
+            throw new InvalidDataException($"config.json field '{field}' needs original_max_position_embeddings of at least 1; got {rope.OriginalMaxPositionEmbeddings}.");
         if (type == "llama3" && !(rope.HighFreqFactor > rope.LowFreqFactor))
             throw new InvalidDataException($"config.json field '{field}': llama3 needs high_freq_factor > low_freq_factor.");
         return rope;

@@ -41,6 +41,19 @@ public sealed class CheckpointMismatchException : InvalidOperationException
         Mismatches = mismatches;
     }
 
+    /// <summary>
+    /// For a config.json whose sizes disagree with the checkpoint's headers, found before any model was built
+    /// (each problem names the field, config.json's value and the checkpoint's).
+    /// </summary>
+    internal CheckpointMismatchException(string folder, string configPath, IReadOnlyList<string> configProblems)
+        : base(Describe($"'{configPath}' does not fit the checkpoint in '{folder}' (checked before building the model):", configProblems))
+    {
+        Folder = folder;
+        MissingNames = [];
+        UnexpectedNames = [];
+        Mismatches = configProblems;
+    }
+
     /// <summary>The checkpoint folder.</summary>
     public string Folder { get; }
 
@@ -62,6 +75,15 @@ public sealed class CheckpointMismatchException : InvalidOperationException
         AddKind(lines, missing, "tensor(s) the module needs are missing from the checkpoint");
         AddKind(lines, unexpected, "tensor(s) in the checkpoint are not in the module (strict load; list them in IgnoredNames or set Strict = false)");
         AddKind(lines, mismatches, "tensor(s) differ");
+        return string.Join(Environment.NewLine, lines);
+    }
+
+    private static string Describe(string header, IReadOnlyList<string> problems)
+    {
+        var lines = new List<string> { header };
+        lines.AddRange(problems.Take(ListedPerKind).Select(item => "  " + item));
+        if (problems.Count > ListedPerKind)
+            lines.Add($"  ... and {problems.Count - ListedPerKind} more");
         return string.Join(Environment.NewLine, lines);
     }
 

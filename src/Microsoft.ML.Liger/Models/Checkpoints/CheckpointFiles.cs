@@ -18,11 +18,11 @@ internal static class CheckpointFiles
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Checkpoint folder '{folder}' does not exist.");
 
-        string single = Path.Combine(folder, SingleFileName);
+        string single = ModelFolder.PathOf(folder, SingleFileName);
         if (File.Exists(single))
             return Collect([SafetensorsHeader.Read(single)]);
 
-        string indexPath = Path.Combine(folder, ShardIndex.FileName);
+        string indexPath = ModelFolder.PathOf(folder, ShardIndex.FileName);
         if (!File.Exists(indexPath))
             throw new FileNotFoundException(
                 $"Checkpoint folder '{folder}' has neither {SingleFileName} nor {ShardIndex.FileName}.", single);
@@ -31,7 +31,7 @@ internal static class CheckpointFiles
         var headers = new Dictionary<string, SafetensorsHeader>(StringComparer.Ordinal);
         foreach (var shard in index.ShardFiles)
         {
-            string shardPath = Path.Combine(folder, shard);
+            string shardPath = ModelFolder.PathOf(folder, shard);
             if (!File.Exists(shardPath))
             {
                 string firstTensor = index.WeightMap.First(entry => entry.Value == shard).Key;

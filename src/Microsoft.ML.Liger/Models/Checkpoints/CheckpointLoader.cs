@@ -34,7 +34,7 @@ internal static class CheckpointLoader
         var missing = moduleTensors.Keys.Where(name => !loadedSet.Contains(name) && !filledByAlias.Contains(name)).ToList();
 
         var mismatches = toLoad
-            .Select(name => Mismatch(name, stored[name].Entry, moduleTensors[name], options.DType))
+            .Select(name => Mismatch(name, stored[name], moduleTensors[name], options.DType))
             .OfType<string>().ToList();
         if (mismatches.Count > 0 || (options.Strict && (missing.Count > 0 || unexpected.Count > 0)))
             throw new CheckpointMismatchException(folder,
@@ -51,8 +51,9 @@ internal static class CheckpointLoader
         return new CheckpointLoadResult([.. toLoad, .. filledByAlias], missing, unexpected, ignored);
     }
 
-    private static string? Mismatch(string name, SafetensorsEntry entry, Tensor target, ScalarType? requested)
+    private static string? Mismatch(string name, StoredTensor stored, Tensor target, ScalarType? requested)
     {
+        var entry = stored.Entry;
         if (!entry.Shape.SequenceEqual(target.shape))
             return $"'{name}': the module expects shape [{string.Join(", ", target.shape)}], the checkpoint has [{string.Join(", ", entry.Shape)}]";
         if (SafetensorsDType.ToScalarType(entry.DType) is not { } storedType)
@@ -60,6 +61,10 @@ internal static class CheckpointLoader
         var targetType = requested is { } r && SafetensorsDType.IsFloatingPoint(target.dtype) ? r : target.dtype;
         if (SafetensorsDType.IsFloatingPoint(storedType) && !SafetensorsDType.IsFloatingPoint(targetType))
             return $"'{name}': stored as {entry.DType} (floating point), the module's tensor is {targetType}";
+        // Floating-point weights convert between widths as torch does; anything else must be stored as the module
+        // holds it: an I32 header over a weight is a wrong header, and converting its integers would hide that.
+        if (!SafetensorsDType.IsFloatingPoint(storedType) && storedType != targetType)
+            return $"'{name}': the header of '{stored.File.Path}' gives dtype {entry.DType}, the module's tensor is {targetType} (only floating-point types convert into each other)";
         return null;
     }
 

@@ -52,10 +52,12 @@ internal sealed class SafetensorsHeader
         Span<byte> lengthBytes = stackalloc byte[8];
         stream.ReadExactly(lengthBytes);
         ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
+        // Not a safetensors file at all (or cut short): say so without quoting what the file holds.
         if (headerLength > (ulong)(fileLength - 8))
-            throw Corrupt(path, null, $"its header length {headerLength} goes beyond the end of the {fileLength}-byte file (truncated file?)");
+            throw new CheckpointFormatException(path, null,
+                $"'{path}' is not a safetensors file: its header length exceeds its size of {fileLength} bytes (truncated, or another kind of file?).");
         if (headerLength > MaxHeaderLength)
-            throw Corrupt(path, null, $"its header length {headerLength} exceeds the format's limit of {MaxHeaderLength} bytes");
+            throw Corrupt(path, null, $"its header length exceeds the format's limit of {MaxHeaderLength} bytes");
 
         var json = new byte[(int)headerLength];
         stream.ReadExactly(json);

@@ -53,6 +53,13 @@ public sealed class CausalLMTokenizer
         BosToken = setup.BosToken;
         EosToken = setup.EosToken;
         PadToken = setup.PadToken;
+        // A named special token that is no single token of this tokenizer would be encoded as plain text, and
+        // never end generation: refuse it (transformers would add it with a new id the model has no row for).
+        foreach (var (field, token) in new[] { ("bos_token", BosToken), ("eos_token", EosToken), ("pad_token", PadToken) })
+            if (token is not null && TokenToId(token) is null)
+                throw new InvalidDataException(
+                    $"The tokenizer{(setup.Source is null ? "" : $" in '{setup.Source}'")} names {field} \"{token}\" (tokenizer_config.json), "
+                    + "which is neither in its vocabulary nor one of its added tokens.");
         BosTokenId = (BosToken is null ? null : TokenToId(BosToken)) ?? setup.BosTokenId;
         PadTokenId = (PadToken is null ? null : TokenToId(PadToken)) ?? setup.PadTokenId;
         var eos = new HashSet<int>(setup.EosTokenIds);
@@ -82,6 +89,9 @@ public sealed class CausalLMTokenizer
         _specialIds.UnionWith(EosTokenIds);
 
         VocabularySize = Math.Max(setup.ModelVocabularySize, setup.AddedTokens.Count == 0 ? 0 : setup.AddedTokens.Max(t => t.Id) + 1);
+        TokenizerIds.CheckEmitted(VocabularySize, setup.Source, "BOS/prefix", _prefixIds.Concat(BosTokenId is int b ? [b] : []));
+        TokenizerIds.CheckEmitted(VocabularySize, setup.Source, "EOS/suffix", _suffixIds);
+        TokenizerIds.CheckEmitted(VocabularySize, setup.Source, "PAD", PadTokenId is int p ? [p] : []);
 
         ChatTemplateSource = setup.ChatTemplate;
         if (ChatTemplateSource is null)
@@ -259,7 +269,7 @@ public sealed class CausalLMTokenizer
             return;
         foreach (string name in TokenizerFiles)
         {
-            string source = Path.Combine(_sourceFolder, name);
+            string source = ModelFolder.PathOf(_sourceFolder, name);
             if (File.Exists(source))
                 File.Copy(source, Path.Combine(folder, name), overwrite: true);
         }
@@ -267,7 +277,7 @@ public sealed class CausalLMTokenizer
 
     private static bool IsBuiltinGpt2(string folder)
     {
-        string config = Path.Combine(folder, "tokenizer_config.json");
+        string config = ModelFolder.PathOf(folder, "tokenizer_config.json");
         if (!File.Exists(config))
             return false;
         using JsonDocument document = JsonFiles.Parse(config);
@@ -281,8 +291,8 @@ public sealed class CausalLMTokenizer
         if (!Directory.Exists(folder))
             throw new DirectoryNotFoundException($"Tokenizer folder '{folder}' does not exist.");
 
-        string jsonPath = Path.Combine(folder, "tokenizer.json");
-        string modelPath = Path.Combine(folder, "tokenizer.model");
+        string jsonPath = ModelFolder.PathOf(folder, "tokenizer.json");
+        string modelPath = ModelFolder.PathOf(folder, "tokenizer.model");
         bool hasJson = File.Exists(jsonPath), hasModel = File.Exists(modelPath);
         if (!hasJson && !hasModel && IsBuiltinGpt2(folder))
             return Gpt2();
@@ -302,7 +312,7 @@ public sealed class CausalLMTokenizer
         }
         catch (UnsupportedTokenizerException) when (hasModel)
         {
-            return FromSentencePiece(modelPath, config, TokenizerJson.ReadAddedTokens(document.RootElement));
+            return FromSentencePiece(modelPath, config, TokenizerJson.ReadAddedTokens(jsonPath, document.RootElement));
         }
         catch (UnsupportedTokenizerException ex)
         {
@@ -336,12 +346,15 @@ public sealed class CausalLMTokenizer
 
     private static CausalLMTokenizer FromByteLevelBpe(TokenizerJson json, TokenizerConfig config)
     {
+        int vocabularySize = json.Vocabulary.Count == 0 ? 0 : json.Vocabulary.Values.Max() + 1;
+        TokenizerIds.CheckAddedTokens(vocabularySize, (json.AddedTokens, json.Path, "added_tokens"), (config.AddedTokens, config.Path, "added_tokens_decoder"));
         Tokenizer inner = ByteLevelBpeFactory.Create(json);
         return new CausalLMTokenizer(Common(config, MergeAddedTokens(json.AddedTokens, config.AddedTokens)) with
         {
+            Source = System.IO.Path.GetDirectoryName(json.Path),
             Inner = inner,
             Decode = inner.Decode,
-            ModelVocabularySize = json.Vocabulary.Count == 0 ? 0 : json.Vocabulary.Values.Max() + 1,
+            ModelVocabularySize = vocabularySize,
             // Without tokenizer_config.json's bos_token, the post-processor's template names the BOS (Llama 3).
             BosTokenId = config.BosToken is not null ? null : json.PrefixIds is [int templateBos] ? templateBos : config.ConfigBosTokenId,
             DefaultPrefixIds = json.PrefixIds ?? [],
@@ -356,6 +369,9 @@ public sealed class CausalLMTokenizer
         foreach (AddedToken token in added)
             libraryAdded[token.Content] = token.Id;
         (SentencePieceTokenizer first, SentencePieceTokenizer unprefixed) = SentencePieceFactory.Create(path, libraryAdded);
+        int vocabularySize = first.Vocabulary.Count == 0 ? 0 : first.Vocabulary.Values.Max() + 1;
+        TokenizerIds.CheckAddedTokens(vocabularySize, (jsonAddedTokens, System.IO.Path.Combine(System.IO.Path.GetDirectoryName(path)!, "tokenizer.json"), "added_tokens"),
+            (config.AddedTokens, config.Path, "added_tokens_decoder"));
 
         // As transformers' converted tokenizers do, the model's own BOS/EOS/UNK are matched whole in text.
         foreach ((string content, int id) in new[]
@@ -376,7 +392,8 @@ public sealed class CausalLMTokenizer
             Unprefixed = unprefixed,
             PrefixEveryPiece = config.Legacy,
             Decode = new SentencePieceDecoder(first, added).Decode,
-            ModelVocabularySize = first.Vocabulary.Count == 0 ? 0 : first.Vocabulary.Values.Max() + 1,
+            ModelVocabularySize = vocabularySize,
+            Source = System.IO.Path.GetDirectoryName(path),
             BosToken = config.BosToken ?? first.BeginningOfSentenceToken,
             EosToken = config.EosToken ?? first.EndOfSentenceToken,
             DefaultPrefixIds = null,
@@ -413,6 +430,8 @@ public sealed class CausalLMTokenizer
     {
         public required Tokenizer Inner { get; init; }
         public bool BuiltinGpt2 { get; init; }
+        /// <summary>The folder it was read from, for errors.</summary>
+        public string? Source { get; init; }
         public Tokenizer? Unprefixed { get; init; }
         public bool PrefixEveryPiece { get; init; }
         public required Func<IEnumerable<int>, string> Decode { get; init; }

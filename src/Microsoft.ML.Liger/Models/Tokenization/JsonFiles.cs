@@ -36,29 +36,45 @@ internal static class JsonFiles
             ? value
             : null;
 
-    /// <summary>A token field that is either a string or an object with a "content" string (tokenizer_config.json).</summary>
-    public static string? TokenContent(this JsonElement element, string name)
+    /// <summary>A true/false field of a checkpoint's file; absent or null is null, any other JSON type is an error naming the file and field.</summary>
+    public static bool? Flag(this JsonElement element, string name, string path) => element.Property(name) switch
     {
-        JsonElement? value = element.Property(name);
-        return value?.ValueKind switch
-        {
-            JsonValueKind.String => value.Value.GetString(),
-            JsonValueKind.Object => value.Value.String("content"),
-            _ => null,
-        };
+        null => null,
+        { ValueKind: JsonValueKind.True or JsonValueKind.False } value => value.GetBoolean(),
+        var other => throw new InvalidDataException($"'{path}' field '{name}' must be true or false; got {other.Value.GetRawText()}."),
+    };
+
+    /// <summary>A token field (a string, or an object whose "content" is one); any other JSON type is an error naming the file and field.</summary>
+    public static string? Token(this JsonElement element, string name, string path) => element.Property(name) switch
+    {
+        null => null,
+        { ValueKind: JsonValueKind.String } value => value.GetString(),
+        { ValueKind: JsonValueKind.Object } value when value.Property("content") is { ValueKind: JsonValueKind.String } content => content.GetString(),
+        var other => throw new InvalidDataException($"'{path}' field '{name}' must be a token (a string, or an object with a \"content\" string); got {other.Value.GetRawText()}."),
+    };
+
+    /// <summary>An added token's entry (tokenizer.json added_tokens, tokenizer_config.json added_tokens_decoder): non-empty content, flags true/false.</summary>
+    public static AddedToken AddedToken(this JsonElement token, int id, string field, string path)
+    {
+        string content = token.Property("content") is { ValueKind: JsonValueKind.String } text && text.GetString() is { Length: > 0 } s ? s
+            : throw new InvalidDataException($"'{path}' field '{field}' has a token (id {id}) without a non-empty \"content\" string.");
+        return new AddedToken(id, content, token.Flag("special", path) ?? false, token.Flag("lstrip", path) ?? false, token.Flag("rstrip", path) ?? false);
     }
 
-    /// <summary>An id field that is an int or a list of ints (generation_config.json's eos_token_id).</summary>
-    public static IEnumerable<int> Ids(this JsonElement element, string name)
+    /// <summary>An id field that is an int or a list of ints (generation_config.json's eos_token_id), each checked.</summary>
+    public static IEnumerable<int> Ids(this JsonElement element, string name, string path)
     {
         JsonElement? value = element.Property(name);
         if (value is null)
-            yield break;
-        if (value.Value.ValueKind == JsonValueKind.Number)
-            yield return value.Value.GetInt32();
-        else if (value.Value.ValueKind == JsonValueKind.Array)
-            foreach (JsonElement item in value.Value.EnumerateArray())
-                if (item.ValueKind == JsonValueKind.Number)
-                    yield return item.GetInt32();
+            return [];
+        if (value.Value.ValueKind == JsonValueKind.Array)
+            return value.Value.EnumerateArray().Select(item => Id(item, name, path)).ToList();
+        return [Id(value.Value, name, path)];
     }
+
+    /// <summary>A token id: a whole JSON number from 0 to int.MaxValue (64.5, -1, "3" and 1e12 are refused, naming the file and field).</summary>
+    public static int Id(JsonElement value, string field, string path) =>
+        value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out int id) && id >= 0
+            ? id
+            : throw new InvalidDataException($"'{path}' field '{field}' must be a token id (a whole number from 0 to {int.MaxValue}); got {(value.ValueKind == JsonValueKind.Undefined ? "nothing" : value.GetRawText())}.");
 }

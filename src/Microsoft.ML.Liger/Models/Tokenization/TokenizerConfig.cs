@@ -8,6 +8,8 @@ namespace Microsoft.ML.Liger.Models;
 /// </summary>
 internal sealed class TokenizerConfig
 {
+    /// <summary>Where tokenizer_config.json is (or would be), for errors.</summary>
+    public string Path { get; private init; } = "";
     public string? BosToken { get; private init; }
     public string? EosToken { get; private init; }
     public string? PadToken { get; private init; }
@@ -25,34 +27,37 @@ internal sealed class TokenizerConfig
 
     public static TokenizerConfig Read(string folder)
     {
-        using JsonDocument? tokenizerConfig = JsonFiles.ParseIfExists(Path.Combine(folder, "tokenizer_config.json"));
-        using JsonDocument? generationConfig = JsonFiles.ParseIfExists(Path.Combine(folder, "generation_config.json"));
-        using JsonDocument? modelConfig = JsonFiles.ParseIfExists(Path.Combine(folder, "config.json"));
+        string tokenizerConfigPath = ModelFolder.PathOf(folder, "tokenizer_config.json");
+        string generationPath = ModelFolder.PathOf(folder, "generation_config.json"), modelPath = ModelFolder.PathOf(folder, "config.json");
+        using JsonDocument? tokenizerConfig = JsonFiles.ParseIfExists(tokenizerConfigPath);
+        using JsonDocument? generationConfig = JsonFiles.ParseIfExists(generationPath);
+        using JsonDocument? modelConfig = JsonFiles.ParseIfExists(modelPath);
         JsonElement config = tokenizerConfig?.RootElement ?? default;
         JsonElement generation = generationConfig?.RootElement ?? default;
         JsonElement model = modelConfig?.RootElement ?? default;
 
-        var eosIds = generation.Ids("eos_token_id").Concat(model.Ids("eos_token_id")).Distinct().ToList();
+        var eosIds = generation.Ids("eos_token_id", generationPath).Concat(model.Ids("eos_token_id", modelPath)).Distinct().ToList();
         return new TokenizerConfig
         {
-            BosToken = config.TokenContent("bos_token"),
-            EosToken = config.TokenContent("eos_token"),
-            PadToken = config.TokenContent("pad_token"),
-            AddBosToken = config.Bool("add_bos_token"),
-            AddEosToken = config.Bool("add_eos_token"),
-            Legacy = config.Bool("legacy") ?? true,
-            CleanUpTokenizationSpaces = config.Bool("clean_up_tokenization_spaces") ?? false,
-            ChatTemplate = ReadChatTemplate(folder, config),
-            AddedTokens = ReadAddedTokensDecoder(config),
+            Path = tokenizerConfigPath,
+            BosToken = config.Token("bos_token", tokenizerConfigPath),
+            EosToken = config.Token("eos_token", tokenizerConfigPath),
+            PadToken = config.Token("pad_token", tokenizerConfigPath),
+            AddBosToken = config.Flag("add_bos_token", tokenizerConfigPath),
+            AddEosToken = config.Flag("add_eos_token", tokenizerConfigPath),
+            Legacy = config.Flag("legacy", tokenizerConfigPath) ?? true,
+            CleanUpTokenizationSpaces = config.Flag("clean_up_tokenization_spaces", tokenizerConfigPath) ?? false,
+            ChatTemplate = ReadChatTemplate(folder, config, tokenizerConfigPath),
+            AddedTokens = ReadAddedTokensDecoder(config, tokenizerConfigPath),
             EosTokenIds = eosIds,
-            ConfigBosTokenId = generation.Ids("bos_token_id").Concat(model.Ids("bos_token_id")).Cast<int?>().FirstOrDefault(),
-            ConfigPadTokenId = generation.Ids("pad_token_id").Concat(model.Ids("pad_token_id")).Cast<int?>().FirstOrDefault(),
+            ConfigBosTokenId = generation.Ids("bos_token_id", generationPath).Concat(model.Ids("bos_token_id", modelPath)).Cast<int?>().FirstOrDefault(),
+            ConfigPadTokenId = generation.Ids("pad_token_id", generationPath).Concat(model.Ids("pad_token_id", modelPath)).Cast<int?>().FirstOrDefault(),
         };
     }
 
     // The template is a string, a list of named templates (the one named "default" is used), or, in newer
     // checkpoints, a chat_template.jinja file beside the config.
-    private static string? ReadChatTemplate(string folder, JsonElement config)
+    private static string? ReadChatTemplate(string folder, JsonElement config, string path)
     {
         JsonElement? template = config.Property("chat_template");
         if (template?.ValueKind == JsonValueKind.String)
@@ -61,23 +66,26 @@ internal sealed class TokenizerConfig
             foreach (JsonElement named in template.Value.EnumerateArray())
                 if (named.String("name") == "default")
                     return named.String("template");
+        if (template is { ValueKind: not (JsonValueKind.String or JsonValueKind.Array) } other)
+            throw new InvalidDataException($"'{path}' field 'chat_template' must be a string or a list of named templates; got a JSON {other.ValueKind}.");
 
-        string jinja = Path.Combine(folder, "chat_template.jinja");
+        string jinja = ModelFolder.PathOf(folder, "chat_template.jinja");
         return File.Exists(jinja) ? File.ReadAllText(jinja) : null;
     }
 
-    private static List<AddedToken> ReadAddedTokensDecoder(JsonElement config)
+    private static List<AddedToken> ReadAddedTokensDecoder(JsonElement config, string path)
     {
         var tokens = new List<AddedToken>();
         if (config.Property("added_tokens_decoder") is not { ValueKind: JsonValueKind.Object } decoder)
             return tokens;
         foreach (JsonProperty entry in decoder.EnumerateObject())
         {
-            if (!int.TryParse(entry.Name, out int id))
-                continue;
+            // Keys are ids written as text: one that is not is an error, not a token to skip.
+            if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id))
+                throw new InvalidDataException(
+                    $"'{path}' field 'added_tokens_decoder' has key \"{entry.Name}\", which is not a token id (a whole number from 0 to {int.MaxValue}).");
             JsonElement token = entry.Value;
-            tokens.Add(new AddedToken(id, token.String("content") ?? "", token.Bool("special") ?? false,
-                token.Bool("lstrip") ?? false, token.Bool("rstrip") ?? false));
+            tokens.Add(token.AddedToken(id, "added_tokens_decoder", path));
         }
         return tokens;
     }

@@ -30,17 +30,12 @@ internal sealed class TokenizerJson
     public IReadOnlyList<int>? SuffixIds { get; init; }
 
     /// <summary>The added tokens of a tokenizer.json, supported model or not.</summary>
-    public static List<AddedToken> ReadAddedTokens(JsonElement root)
+    public static List<AddedToken> ReadAddedTokens(string path, JsonElement root)
     {
         var tokens = new List<AddedToken>();
         if (root.Property("added_tokens") is { ValueKind: JsonValueKind.Array } added)
             foreach (JsonElement token in added.EnumerateArray())
-                tokens.Add(new AddedToken(
-                    token.GetProperty("id").GetInt32(),
-                    token.String("content") ?? "",
-                    token.Bool("special") ?? false,
-                    token.Bool("lstrip") ?? false,
-                    token.Bool("rstrip") ?? false));
+                tokens.Add(token.AddedToken(JsonFiles.Id(token.Property("id") ?? default, "added_tokens[].id", path), "added_tokens", path));
         return tokens;
     }
 
@@ -69,7 +64,7 @@ internal sealed class TokenizerJson
         if (root.Property("normalizer") is JsonElement normalizer)
             ReadNormalizer(path, normalizer, normalizations);
 
-        List<AddedToken> addedTokens = ReadAddedTokens(root);
+        List<AddedToken> addedTokens = ReadAddedTokens(path, root);
         (List<int>? prefix, List<int>? suffix) = root.Property("post_processor") is JsonElement post
             ? ReadPostProcessor(path, post)
             : (null, null);
@@ -77,7 +72,7 @@ internal sealed class TokenizerJson
         JsonElement vocab = model.Property("vocab") ?? throw new InvalidDataException($"'{path}' has no \"model.vocab\".");
         var vocabulary = new Dictionary<string, int>(StringComparer.Ordinal);
         foreach (JsonProperty entry in vocab.EnumerateObject())
-            vocabulary[entry.Name] = entry.Value.GetInt32();
+            vocabulary[entry.Name] = JsonFiles.Id(entry.Value, $"model.vocab[\"{entry.Name}\"]", path);
 
         return new TokenizerJson
         {
@@ -200,7 +195,8 @@ internal sealed class TokenizerJson
                     string name = item.GetProperty("SpecialToken").GetProperty("id").GetString()!;
                     if (specials.ValueKind != JsonValueKind.Object || !specials.TryGetProperty(name, out JsonElement special))
                         throw new InvalidDataException($"'{path}': post_processor template names special token '{name}' but special_tokens does not define it.");
-                    (sawSequence ? after : before).AddRange(special.GetProperty("ids").EnumerateArray().Select(id => id.GetInt32()));
+                    (sawSequence ? after : before).AddRange(special.GetProperty("ids").EnumerateArray()
+                        .Select(id => JsonFiles.Id(id, $"post_processor.special_tokens.{name}.ids", path)));
                 }
                 return (before, after);
             default:
