@@ -188,7 +188,7 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
     private void CheckSignal(int rows, int emptyRows, int sameRows, string what, IChannel channel)
     {
         var responses = Required().Skip(1).Where(r => !r.Boolean).Select(r => $"'{r.Name}' ({r.Option})");
-        string columns = string.Join(" and ", responses);
+        string columns = string.Join(" or ", responses);
         string counts = $"{emptyRows} with an empty or missing {columns}" + (Paired ? $", {sameRows} whose chosen and rejected responses are the same tokens within MaxContextLength = {options.MaxContextLength}" : "");
         if (rows == 0)
         {
