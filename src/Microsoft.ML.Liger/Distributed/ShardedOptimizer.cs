@@ -39,10 +39,17 @@ internal sealed class ShardedOptimizer : ICheckpointedOptimizer
     /// <summary>This rank's master-weights file in a checkpoint of bf16 training.</summary>
     public static string MasterFile(int rank, int worldSize) => $"master_weights.rank-{rank}-of-{worldSize}.safetensors";
 
-    public Tensor Step(double learningRate, double maxNorm)
+    public Tensor Step(double learningRate, double maxNorm, Func<Tensor, bool>? proceed = null)
     {
         using var scope = NewDisposeScope();
         var norm = TrainingOptimizer.GlobalNorm(parameters);
+        // The norm is over the summed gradients, the same on every rank, so every rank skips alike (nothing to broadcast then).
+        if (proceed is not null && !proceed(norm))
+        {
+            foreach (var p in parameters)
+                p.grad = null;
+            return norm.MoveToOuterDisposeScope();
+        }
         Tensor? coefficient = maxNorm > 0 ? norm.Plus(1e-6).reciprocal().Times(maxNorm).AtMost(1.0) : null;
         using (no_grad())
         {

@@ -101,7 +101,17 @@ internal sealed class CausalLMDataView : IDataView
         private string Completion()
         {
             Refresh();
-            return completion ??= view.transformer.Generate(Text(view.transformer.Info.PromptColumnName));
+            if (completion is not null)
+                return completion;
+            string column = view.transformer.Info.PromptColumnName;
+            try
+            {
+                return completion = view.transformer.Generate(Text(column));
+            }
+            catch (ArgumentException e) when (e.ParamName == "prompt")
+            {
+                throw new ArgumentException($"Column '{column}', row {inner.Position}: {e.Message}", column, e);
+            }
         }
 
         private double Loss()

@@ -18,6 +18,8 @@ public sealed record CausalLMModelInfo
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         Converters = { new JsonStringEnumConverter() },
+        // A skipped step's loss is NaN or infinite, and an evaluation with no target token is NaN: written as "NaN" and "Infinity".
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
     /// <summary>Format version of this file.</summary>
@@ -61,6 +63,8 @@ public sealed record CausalLMModelInfo
     public IReadOnlyList<double> StepLosses { get; init; } = [];
     /// <summary>Validation losses by step.</summary>
     public IReadOnlyList<EvalPoint> EvalLosses { get; init; } = [];
+    /// <summary>Optimizer steps (1-based) skipped for a non-finite loss or gradient norm (<see cref="Training.CausalLMTrainingOptions.SkipNonFiniteSteps"/>).</summary>
+    public IReadOnlyList<int> SkippedSteps { get; init; } = [];
 
     /// <summary>How the model was preference-aligned (<see cref="LigerCatalog.PreferenceAlignment"/>); null for fine-tuning.</summary>
     public PreferenceAlignmentInfo? Alignment { get; init; }

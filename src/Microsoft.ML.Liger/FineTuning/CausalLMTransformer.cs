@@ -57,6 +57,12 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
         ArgumentNullException.ThrowIfNull(prompt);
         var settings = (options ?? Info.Generation) with { StopTokenIds = encoder.StopTokenIds, PadTokenId = encoder.PadTokenId };
         int[] ids = encoder.Prompt(prompt);
+        if (ids.Length == 0)
+            throw new ArgumentException("The prompt gives no token to continue: it is empty, and the tokenizer adds no BOS token.", nameof(prompt));
+        long positions = Model.Config.MaxPositionEmbeddings;
+        if (ids.Length >= positions)
+            throw new ArgumentException(
+                $"The prompt is {ids.Length} tokens, which fills the model's max_position_embeddings = {positions}: no token can follow it. Shorten the prompt.", nameof(prompt));
         return InEvalMode(device =>
         {
             var input = tensor(ids.Select(i => (long)i).ToArray(), [1, ids.Length], device: device);
@@ -75,14 +81,14 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     /// the response's tokens of log p(token | everything before it), or their mean when <paramref name="average"/>.
     /// Computed from the final hidden states with lm_head applied chunk by chunk (no logits kept). Compare two responses
     /// to one prompt for a preference margin. A sequence longer than <see cref="CausalLMModelInfo.MaxContextLength"/>
-    /// keeps its start; NaN when no response token fits.
+    /// (or than the model's max_position_embeddings) keeps its start; NaN when no response token fits.
     /// </summary>
     public double LogProbability(string prompt, string response, bool average = false)
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(response);
         var example = encoder.PromptResponse(prompt, response);
-        int length = Math.Min(example.Tokens.Length, Info.MaxContextLength);
+        int length = ScoredLength(example);
         if (length - Math.Max(1, example.PromptLength) <= 0)
             return double.NaN;
         // Shifted targets: position t holds token t + 1 when that token belongs to the response.
@@ -99,9 +105,13 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     /// <summary>Mean loss per token of <paramref name="text"/>.</summary>
     public double ScoreText(string text) => Loss(encoder.Text(text));
 
+    /// <summary>The tokens of <paramref name="example"/> that are scored: its start, within MaxContextLength and the model's positions.</summary>
+    private int ScoredLength(Training.TokenizedExample example) =>
+        (int)Math.Min(Math.Min(example.Tokens.Length, Info.MaxContextLength), Model.Config.MaxPositionEmbeddings);
+
     private double Loss(Training.TokenizedExample example)
     {
-        int length = Math.Min(example.Tokens.Length, Info.MaxContextLength);
+        int length = ScoredLength(example);
         if (length - Math.Max(1, example.PromptLength) <= 0)
             return double.NaN;
         var labels = example.Tokens.Take(length).Select((id, t) => t >= example.PromptLength ? (long)id : -100L).ToArray();

@@ -87,6 +87,7 @@ public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions
         ArgumentNullException.ThrowIfNull(Generation, nameof(Generation));
         if (Generation.MaxNewTokens <= 0)
             throw new ArgumentOutOfRangeException(nameof(Generation), Generation.MaxNewTokens, "Generation.MaxNewTokens must be ≥ 1.");
+        Generation.Validate($"{nameof(Generation)}.");
     }
 }
 

@@ -30,6 +30,7 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
     {
         ArgumentNullException.ThrowIfNull(input);
         options.Validate();
+        options.CheckFolders();
         var format = ResolveFormat(input.Schema, "input");
         if (options.ValidationSet is { } validationSet)
             CheckColumns(validationSet.Schema, format, nameof(options.ValidationSet));
@@ -39,13 +40,14 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         var tokenizer = options.Tokenizer
             ?? (options.BaseModelPath is { } path ? CausalLMTokenizer.FromPretrained(path) : CausalLMTokenizer.Gpt2());
         var encoder = new ExampleEncoder(tokenizer, options.UseChatTemplate, options.SystemPrompt);
-        var train = Read(input, format, encoder);
-        var validation = options.ValidationSet is null ? null : Read(options.ValidationSet, format, encoder);
-        if (train.Count == 0)
-            throw new ArgumentException("The training data has no rows.", nameof(input));
-        int untrainable = train.Count(e => Math.Min(e.Tokens.Length, options.MaxContextLength) - Math.Max(1, e.PromptLength) <= 0);
-        if (untrainable > 0)
-            channel.Warning(MessageSensitivity.None, $"{untrainable} of {train.Count} rows have no target token within MaxContextLength = {options.MaxContextLength} (the prompt fills it); they add nothing.");
+        var (train, trainEmpty) = Read(input, format, encoder);
+        CheckTargets(train, trainEmpty, format, "input", channel);
+        List<TokenizedExample>? validation = null;
+        if (options.ValidationSet is not null)
+        {
+            (validation, var validationEmpty) = Read(options.ValidationSet, format, encoder);
+            CheckTargets(validation, validationEmpty, format, nameof(options.ValidationSet), channel);
+        }
 
         var device = Distributed.DistributedDevice.Of(ModelSetup.ResolveDevice(options.Device, catalog), options.Device, options.Distributed);
         var dtype = ModelSetup.ResolvePrecision(options.Precision, device);
@@ -53,6 +55,7 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         try
         {
             ModelSetup.CheckVocabulary(model, tokenizer);
+            TrainingLoop.CheckContextLength(model, options.MaxContextLength);
             channel.Info(MessageSensitivity.None, $"Fine-tuning {model.Config.ModelType} ({ModelSetup.Parameters(model) / 1e6:F1} M parameters) on {device}, {dtype}, kernels: {model.AppliedKernels}; " +
                          $"{train.Count} {format} rows ({train.Sum(e => (long)e.Tokens.Length)} tokens).");
             var info = Info(format, model, tokenizer);
@@ -120,11 +123,13 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         ? [(options.PromptColumnName, nameof(options.PromptColumnName)), (options.ResponseColumnName, nameof(options.ResponseColumnName))]
         : [(options.TextColumnName, nameof(options.TextColumnName))];
 
-    private List<TokenizedExample> Read(IDataView data, DataFormat format, ExampleEncoder encoder)
+    /// <summary>The rows as examples, and which rows have an empty (or missing) text or response.</summary>
+    private (List<TokenizedExample> Examples, bool[] Empty) Read(IDataView data, DataFormat format, ExampleEncoder encoder)
     {
         var names = Required(format).Select(r => r.Name).ToArray();
         var columns = names.Select(n => data.Schema[n]).ToArray();
         var examples = new List<TokenizedExample>();
+        var empty = new List<bool>();
         using var cursor = data.GetRowCursor(columns);
         var getters = columns.Select(c => cursor.GetGetter<ReadOnlyMemory<char>>(c)).ToArray();
         var values = new ReadOnlyMemory<char>[columns.Length];
@@ -135,8 +140,40 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
             examples.Add(format == DataFormat.PromptResponse
                 ? encoder.PromptResponse(values[0].ToString(), values[1].ToString())
                 : encoder.Text(values[0].ToString()));
+            empty.Add(values[^1].IsEmpty);
         }
-        return examples;
+        return (examples, [.. empty]);
+    }
+
+    /// <summary>
+    /// Refuses data in which no row has a token to train on (every text or response empty, or cut away by
+    /// MaxContextLength), naming the column and the counts; warns with the counts when only some rows have none.
+    /// </summary>
+    private void CheckTargets(List<TokenizedExample> examples, bool[] empty, DataFormat format, string what, IChannel channel)
+    {
+        var (column, option) = Required(format).Last();
+        string target = format == DataFormat.PromptResponse ? "response" : "text";
+        // What the batch plan trains on: tokens past each row's prompt (and past its first token) within MaxContextLength;
+        // packing cuts nothing away.
+        bool Fits(TokenizedExample e) => options.Packing
+            ? e.TargetCount > 0
+            : Math.Min(e.Tokens.Length, options.MaxContextLength) - Math.Max(1, e.PromptLength) > 0;
+        int emptyRows = empty.Count(x => x);
+        int cut = examples.Where((e, i) => !empty[i] && !Fits(e)).Count();
+        int usable = examples.Count - emptyRows - cut;
+        string counts = $"{emptyRows} with an empty or missing {target}, {cut} with no {target} token within MaxContextLength = {options.MaxContextLength}" +
+                        (format == DataFormat.PromptResponse ? " (the prompt fills it)" : "");
+        string where = $"column '{column}' ({option}) of the {what} data";
+        if (usable == 0)
+            throw new ArgumentException(
+                examples.Count == 0
+                    ? $"The {what} data has no rows."
+                    : $"No row has a token to {(what == "input" ? "train" : "evaluate")} on in {where}: of {examples.Count} rows, {counts}.",
+                what);
+        if (emptyRows + cut > 0)
+            channel.Warning(MessageSensitivity.None,
+                $"{emptyRows + cut} of {examples.Count} rows have no {target} token to {(what == "input" ? "train" : "evaluate")} on in {where}: {counts}. " +
+                "They add nothing (an empty row at most its end-of-sequence token).");
     }
 
     private CausalLMModelInfo Info(DataFormat format, CausalLM model, CausalLMTokenizer tokenizer) => new()
@@ -193,5 +230,6 @@ public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
         TokensSeen = run.TokensSeen,
         StepLosses = run.StepLosses.ToList(),
         EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
+        SkippedSteps = run.SkippedSteps.ToList(),
     };
 }

@@ -13,17 +13,28 @@ internal static class ModelSetup
     {
         if (name is null)
             return catalog.Device;
+        const string accepted = "\"cpu\", \"cuda\" or \"cuda:N\" (N a CUDA device index)";
+        Device device;
         try
         {
-            var device = torch.device(name);
-            if (device.type == DeviceType.CUDA && !torch.cuda.is_available())
-                throw new ArgumentException($"Option 'Device' is '{name}' but CUDA is not available here.", "Device");
-            return device;
+            device = torch.device(name);
         }
-        catch (Exception e) when (e is not ArgumentException)
+        catch (Exception e)
         {
-            throw new ArgumentException($"Option 'Device' is '{name}', which is not a torch device (\"cpu\", \"cuda\", \"cuda:1\").", "Device", e);
+            // TorchSharp parses the type with Enum.Parse, whose message ("Requested value 'TPU' was not found.") names neither the option nor the choices.
+            throw new ArgumentException($"Option 'Device' is '{name}', which is not a device Liger trains on; use {accepted}.", "Device", e);
         }
+        if (device.type is not (DeviceType.CPU or DeviceType.CUDA))
+            throw new ArgumentException($"Option 'Device' is '{name}', a {device.type} device; Liger trains on {accepted}.", "Device");
+        if (device.type == DeviceType.CUDA)
+        {
+            if (!torch.cuda.is_available())
+                throw new ArgumentException($"Option 'Device' is '{name}' but CUDA is not available here; use \"cpu\".", "Device");
+            int count = torch.cuda.device_count();
+            if (device.index >= count)
+                throw new ArgumentException($"Option 'Device' is '{name}' but this machine has {count} CUDA device{(count == 1 ? "" : "s")} (cuda:0 to cuda:{count - 1}).", "Device");
+        }
+        return device;
     }
 
     /// <summary>bf16 on a GPU and fp32 on the CPU for Auto.</summary>

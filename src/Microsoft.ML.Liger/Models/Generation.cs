@@ -7,7 +7,7 @@ namespace Microsoft.ML.Liger.Models;
 /// <summary>How <see cref="Generation.Generate"/> picks tokens and when it stops.</summary>
 public sealed record GenerationOptions
 {
-    /// <summary>Most tokens to add per sequence.</summary>
+    /// <summary>Most tokens to add per sequence (fewer when the sequence reaches the model's max_position_embeddings, where generation stops).</summary>
     public int MaxNewTokens { get; init; } = 64;
 
     /// <summary>Sample from the (processed) distribution; false: greedy (argmax).</summary>
@@ -31,16 +31,17 @@ public sealed record GenerationOptions
     /// <summary>Seed of the sampler (null: nondeterministic).</summary>
     public long? Seed { get; init; }
 
-    internal void Validate()
+    /// <summary>Throws naming the first setting out of range, as <paramref name="owner"/> + its name (for example "Generation.TopP").</summary>
+    internal void Validate(string owner = "")
     {
         if (MaxNewTokens < 0)
-            throw new ArgumentOutOfRangeException(nameof(MaxNewTokens), MaxNewTokens, $"'{nameof(MaxNewTokens)}' must be at least 0.");
+            throw new ArgumentOutOfRangeException(owner + nameof(MaxNewTokens), MaxNewTokens, $"'{owner}{nameof(MaxNewTokens)}' must be at least 0.");
         if (!(Temperature > 0) || double.IsInfinity(Temperature))
-            throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, $"'{nameof(Temperature)}' must be finite and positive.");
+            throw new ArgumentOutOfRangeException(owner + nameof(Temperature), Temperature, $"'{owner}{nameof(Temperature)}' must be finite and positive.");
         if (TopK < 0)
-            throw new ArgumentOutOfRangeException(nameof(TopK), TopK, $"'{nameof(TopK)}' must be 0 (off) or positive.");
+            throw new ArgumentOutOfRangeException(owner + nameof(TopK), TopK, $"'{owner}{nameof(TopK)}' must be 0 (off) or positive.");
         if (!(TopP > 0 && TopP <= 1))
-            throw new ArgumentOutOfRangeException(nameof(TopP), TopP, $"'{nameof(TopP)}' must be in (0, 1].");
+            throw new ArgumentOutOfRangeException(owner + nameof(TopP), TopP, $"'{owner}{nameof(TopP)}' must be in (0, 1].");
     }
 }
 
@@ -61,6 +62,18 @@ public static class Generation
             throw new ArgumentException("'inputIds' must be int64 of shape (B, T) with T ≥ 1.", nameof(inputIds));
         if (attentionMask is not null && !attentionMask.shape.SequenceEqual(inputIds.shape))
             throw new ArgumentException($"'{nameof(attentionMask)}' must have inputIds' shape [{string.Join(", ", inputIds.shape)}].", nameof(attentionMask));
+        // Never past the positions the model is configured for: a prompt longer than that is refused, and generation stops there.
+        long maxPositions = model.Config.MaxPositionEmbeddings;
+        long longest = inputIds.shape[1];
+        if (attentionMask is not null)
+        {
+            using var _ = NewDisposeScope();
+            longest = attentionMask.to(ScalarType.Int64).sum(1).max().item<long>(); // left padding takes no position
+        }
+        if (longest > maxPositions)
+            throw new ArgumentException(
+                $"'{nameof(inputIds)}' holds {longest} positions, past the model's max_position_embeddings = {maxPositions}: shorten the prompt.", nameof(inputIds));
+        int newTokens = (int)Math.Min(options.MaxNewTokens, maxPositions - longest);
         var stops = options.StopTokenIds ?? model.Config.EosTokenIds;
         // Ids reach the embedding lookup, where one outside the vocabulary is libtorch's "index out of range in
         // self" (or a device assert on CUDA): check them here, once, on the host (Generate syncs every step anyway).
@@ -89,7 +102,7 @@ public static class Generation
             var unfinished = ones(sequences.shape[0], dtype: ScalarType.Bool, device: device);
             var stopIds = tensor(stops.ToArray(), dtype: ScalarType.Int64, device: device);
             var next = sequences;
-            for (int step = 0; step < options.MaxNewTokens; step++)
+            for (int step = 0; step < newTokens; step++)
             {
                 using var output = model.Forward(new CausalLMInput
                 {

@@ -41,6 +41,7 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
     {
         ArgumentNullException.ThrowIfNull(input);
         options.Validate(Algorithm);
+        options.CheckFolders();
         CheckColumns(input.Schema, "input");
         if (options.ValidationSet is { } validationSet)
             CheckColumns(validationSet.Schema, nameof(options.ValidationSet));
@@ -59,8 +60,8 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
                 $"The base model was trained with UseChatTemplate = {saved.UseChatTemplate}, this run has {options.UseChatTemplate}: its prompts will look unlike the ones it learnt from.");
         var encoder = new ExampleEncoder(tokenizer, options.UseChatTemplate, options.SystemPrompt);
         var preferenceEncoder = new PreferenceEncoder(encoder, options.MaxContextLength, options.MaxPromptLength);
-        var train = Read(input, preferenceEncoder, "input");
-        var validation = options.ValidationSet is null ? null : Read(options.ValidationSet, preferenceEncoder, nameof(options.ValidationSet));
+        var train = Read(input, preferenceEncoder, "input", channel);
+        var validation = options.ValidationSet is null ? null : Read(options.ValidationSet, preferenceEncoder, nameof(options.ValidationSet), channel);
         if (train.Count == 0)
             throw new ArgumentException("The training data has no rows.", nameof(input));
 
@@ -71,6 +72,7 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
         try
         {
             ModelSetup.CheckVocabulary(model, tokenizer);
+            TrainingLoop.CheckContextLength(model, options.MaxContextLength);
             var settings = PreferenceLossSettings.From(options, Algorithm, model.FinalLogitSoftcap);
             // Made before the loop, which loads a checkpoint's weights into the policy on resume: the reference is
             // always the starting weights (or its own folder), never a checkpoint's.
@@ -146,8 +148,9 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
         }
     }
 
-    private List<PreferenceExample> Read(IDataView data, PreferenceEncoder encoder, string what)
+    private List<PreferenceExample> Read(IDataView data, PreferenceEncoder encoder, string what, IChannel channel)
     {
+        int emptyRows = 0, sameRows = 0;
         var required = Required().ToArray();
         var columns = required.Select(r => data.Schema[r.Name]).ToArray();
         var examples = new List<PreferenceExample>();
@@ -168,10 +171,36 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
                 if (response is not null && example.TargetsOf(response) < 1)
                     throw new ArgumentException(
                         $"Row {examples.Count} of the {what} data has nothing to score in '{required[r].Name}' ({required[r].Option}): the prompt is empty and the response is one token, which nothing predicts.", what);
+            bool empty = values.Skip(1).Any(v => v.IsEmpty);
+            emptyRows += empty ? 1 : 0;
+            sameRows += !empty && Paired && example.First.AsSpan().SequenceEqual(example.Second) ? 1 : 0;
             examples.Add(example);
         }
+        CheckSignal(examples.Count, emptyRows, sameRows, what, channel);
         var settings = PreferenceLossSettings.From(options, Algorithm, null);
         return !Paired && settings.EstimateKl ? PreferenceEncoder.WithKlCompletions(examples, options.MaxContextLength) : examples;
+    }
+
+    /// <summary>
+    /// Refuses data in which no row carries a preference (every response empty, or chosen equal to rejected after
+    /// tokenizing and cutting), naming the columns and the counts; warns with the counts when only some rows carry none.
+    /// </summary>
+    private void CheckSignal(int rows, int emptyRows, int sameRows, string what, IChannel channel)
+    {
+        var responses = Required().Skip(1).Where(r => !r.Boolean).Select(r => $"'{r.Name}' ({r.Option})");
+        string columns = string.Join(" or ", responses);
+        string counts = $"{emptyRows} with an empty or missing {columns}" + (Paired ? $", {sameRows} whose chosen and rejected responses are the same tokens within MaxContextLength = {options.MaxContextLength}" : "");
+        if (rows == 0)
+        {
+            if (what != "input") // the training data's empty case is refused by Fit
+                throw new ArgumentException($"The {what} data has no rows.", what);
+            return;
+        }
+        if (emptyRows + sameRows == rows)
+            throw new ArgumentException($"No row of the {what} data has a response to learn a preference from: of {rows} rows, {counts}.", what);
+        if (emptyRows + sameRows > 0)
+            channel.Warning(MessageSensitivity.None,
+                $"{emptyRows + sameRows} of {rows} rows of the {what} data carry no preference: {counts}. They are trained on (an empty response at most its end-of-turn token) but teach little.");
     }
 
     private CausalLM BuildReference(CausalLM policy, PreferenceLossSettings settings, Device device, ScalarType dtype)
@@ -251,6 +280,7 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
         TokensSeen = run.TokensSeen,
         StepLosses = run.StepLosses.ToList(),
         EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
+        SkippedSteps = run.SkippedSteps.ToList(),
         Alignment = info.Alignment! with { FinalMetrics = metrics },
     };
 }

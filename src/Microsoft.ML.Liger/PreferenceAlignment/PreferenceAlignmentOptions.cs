@@ -172,6 +172,7 @@ public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions
         ArgumentNullException.ThrowIfNull(Generation, nameof(Generation));
         if (Generation.MaxNewTokens <= 0)
             throw new ArgumentOutOfRangeException(nameof(Generation), Generation.MaxNewTokens, "Generation.MaxNewTokens must be ≥ 1.");
+        Generation.Validate($"{nameof(Generation)}.");
         PreferenceLossSettings.From(this, algorithm, softcap: null); // the loss options' own checks, named
     }
 }

@@ -170,6 +170,10 @@ public sealed class SweepExperiment
             throw new InvalidOperationException(
                 $"Random search over a continuous range never runs out of points: call {nameof(SetMaxTrials)} or {nameof(SetTrainingTimeInSeconds)}.");
         baseOptions.Validate();
+        // Folders fail now, not after the first trial (whose checkpoints go under the base folder, and whose results go to the output).
+        baseOptions.CheckFolders();
+        if (outputFolder is not null)
+            Training.WritableFolder.Check(outputFolder, nameof(SetOutputFolder));
         var run = new SweepRun(this, train, validation ?? baseOptions.ValidationSet, tuner(), cancellationToken);
         return Task.Run(run.Execute, CancellationToken.None);
     }

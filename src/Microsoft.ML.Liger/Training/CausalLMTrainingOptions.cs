@@ -131,6 +131,17 @@ public class CausalLMTrainingOptions
     /// </summary>
     public bool ResumeFromCheckpoint { get; set; }
 
+    /// <summary>
+    /// What happens when a step's loss or gradient norm is NaN or infinite. False (default): training stops with a
+    /// <see cref="TrainingDivergedException"/> naming the step, at the next report, evaluation or checkpoint (where the
+    /// losses reach the host anyway: no extra synchronisation), and no checkpoint is written after that step. True: such a
+    /// step is skipped (no update: weights and optimizer state stay as they were), as transformers' Trainer does with fp16
+    /// loss scaling, and counted in <see cref="TrainingProgress.SkippedSteps"/> and <see cref="TrainingResult.SkippedSteps"/>;
+    /// deciding before the update costs one host synchronisation per step (a flag read, as torch's GradScaler does).
+    /// Either way, weights that are no longer finite at a checkpoint or at the end stop training with that exception.
+    /// </summary>
+    public bool SkipNonFiniteSteps { get; set; }
+
     /// <summary>Called on the training thread at every report (each <see cref="LoggingInterval"/> steps and each evaluation).</summary>
     public Action<TrainingProgress>? OnProgress { get; set; }
 
@@ -162,12 +173,16 @@ public class CausalLMTrainingOptions
         if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) Out(nameof(LearningRate), LearningRate, "a positive finite number");
         if (!(Beta1 >= 0 && Beta1 < 1)) Out(nameof(Beta1), Beta1, "in [0, 1)");
         if (!(Beta2 >= 0 && Beta2 < 1)) Out(nameof(Beta2), Beta2, "in [0, 1)");
-        if (!(AdamEpsilon >= 0)) Out(nameof(AdamEpsilon), AdamEpsilon, "≥ 0");
-        if (!(WeightDecay >= 0)) Out(nameof(WeightDecay), WeightDecay, "≥ 0");
+        // ε = 0 is torch's lower bound, but a parameter whose gradient is 0 (an embedding row no batch reaches) then steps by 0 / 0.
+        if (!(AdamEpsilon > 0) || double.IsInfinity(AdamEpsilon)) Out(nameof(AdamEpsilon), AdamEpsilon, "a positive finite number");
+        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) Out(nameof(WeightDecay), WeightDecay, "a finite number ≥ 0");
+        // Decoupled decay multiplies each matrix by (1 − lr·wd) every step: at lr·wd ≥ 1 that zeroes or flips every weight.
+        if (LearningRate * WeightDecay >= 1)
+            Out(nameof(WeightDecay), WeightDecay, $"below 1 / {nameof(LearningRate)} = {1 / LearningRate:G4} (each step multiplies the weights by 1 − {nameof(LearningRate)}·{nameof(WeightDecay)})");
         if (WarmupSteps < 0) Out(nameof(WarmupSteps), WarmupSteps, "≥ 0");
         if (!(WarmupRatio >= 0 && WarmupRatio < 1)) Out(nameof(WarmupRatio), WarmupRatio, "in [0, 1)");
         if (!(MinLearningRateRatio >= 0 && MinLearningRateRatio <= 1)) Out(nameof(MinLearningRateRatio), MinLearningRateRatio, "in [0, 1]");
-        if (!(MaxGradientNorm >= 0)) Out(nameof(MaxGradientNorm), MaxGradientNorm, "≥ 0 (0 turns clipping off)");
+        if (!(MaxGradientNorm >= 0) || double.IsInfinity(MaxGradientNorm)) Out(nameof(MaxGradientNorm), MaxGradientNorm, "a finite number ≥ 0 (0 turns clipping off)");
         if (EvalInterval < 0) Out(nameof(EvalInterval), EvalInterval, "≥ 0");
         if (MaxEvalBatches is int e) Positive(e, nameof(MaxEvalBatches));
         Positive(LoggingInterval, nameof(LoggingInterval));
@@ -178,6 +193,16 @@ public class CausalLMTrainingOptions
         Distributed?.Validate();
         if (ResumeFromCheckpoint && CheckpointFolder is null)
             throw new ArgumentException($"{nameof(ResumeFromCheckpoint)} needs a {nameof(CheckpointFolder)} to resume from.", nameof(CheckpointFolder));
+    }
+
+    /// <summary>
+    /// Checks <see cref="CheckpointFolder"/> before any work: not a file, no file on its path, and creatable and writable
+    /// (it is created, and a probe file written and deleted), so that a bad folder fails now rather than at the first checkpoint.
+    /// </summary>
+    internal void CheckFolders()
+    {
+        if (CheckpointFolder is { } folder)
+            WritableFolder.Check(folder, nameof(CheckpointFolder));
     }
 
     private static void Positive(int value, string name)

@@ -48,7 +48,7 @@ internal sealed partial class TrainingOptimizer : ICheckpointedOptimizer
     /// (0: no clipping) without a host synchronisation, steps AdamW at <paramref name="learningRate"/>, copies
     /// the masters back into the weights and clears the gradients. Returns the norm before clipping, on the device.
     /// </summary>
-    public Tensor Step(double learningRate, double maxNorm)
+    public Tensor Step(double learningRate, double maxNorm, Func<Tensor, bool>? proceed = null)
     {
         using var scope = NewDisposeScope();
         var optimized = masters ?? weights.Select(w => w.Weight).ToArray();
@@ -63,6 +63,14 @@ internal sealed partial class TrainingOptimizer : ICheckpointedOptimizer
             }
         }
         var norm = GlobalNorm(optimized);
+        if (proceed is not null && !proceed(norm))
+        {
+            foreach (var p in optimized)
+                p.grad = null;
+            foreach (var (_, weight) in weights)
+                weight.grad = null;
+            return norm.MoveToOuterDisposeScope();
+        }
         if (maxNorm > 0)
         {
             // As torch's clip_grad_norm_: scale by min(1, max / (norm + 1e-6)), computed on the device.
@@ -112,11 +120,26 @@ internal sealed partial class TrainingOptimizer : ICheckpointedOptimizer
     {
         using (var reader = new BinaryReader(File.OpenRead(path)))
         {
-            int count = reader.ReadInt32();
-            if (count != adamW.Length)
-                throw new InvalidDataException($"'{path}' holds optimizer state for {count} parameters; the model trains {adamW.Length}.");
-            foreach (var optimizer in adamW)
-                optimizer.load_state_dict(reader);
+            string expected = $"AdamW's state for {adamW.Length} parameters in TorchSharp's format, as a checkpoint of this run writes it";
+            try
+            {
+                int count = reader.ReadInt32();
+                if (count != adamW.Length)
+                    throw new InvalidDataException($"'{path}' holds optimizer state for {count} parameters; the model trains {adamW.Length}.");
+                foreach (var optimizer in adamW)
+                    optimizer.load_state_dict(reader);
+            }
+            catch (EndOfStreamException e)
+            {
+                throw new InvalidDataException($"'{path}' ends after {reader.BaseStream.Position} of the bytes it needs (truncated?); expected {expected}.", e);
+            }
+            catch (Exception e) when (e is ArgumentException or FormatException or IOException or InvalidOperationException or OverflowException)
+            {
+                throw new InvalidDataException($"'{path}' cannot be read as {expected}: {e.Message}", e);
+            }
+            if (reader.BaseStream.Position != reader.BaseStream.Length)
+                throw new InvalidDataException(
+                    $"'{path}' has {reader.BaseStream.Length - reader.BaseStream.Position} bytes after the state it should end with; expected {expected}.");
         }
         if (masters is null)
             return;

@@ -19,8 +19,10 @@ namespace Microsoft.ML.Liger.Training;
 /// "logits/rejected", "nll_loss", KTO's "kl", ORPO's "log_odds_ratio" and "log_odds_chosen"): means over the
 /// steps since the last report, or over the validation set in evaluation reports; null when there are none
 /// (fine-tuning). After a resume, the first report's metrics cover only the steps since the resume.</param>
+/// <param name="SkippedSteps">Optimizer steps skipped so far for a non-finite loss or gradient norm
+/// (<see cref="CausalLMTrainingOptions.SkipNonFiniteSteps"/>); <paramref name="Loss"/> is the mean over the others.</param>
 public sealed record TrainingProgress(int Step, int TotalSteps, double Epoch, double Loss, double LearningRate, double GradientNorm,
-    double TokensPerSecond, long? PeakMemoryBytes, double? EvalLoss, IReadOnlyDictionary<string, double>? Metrics = null)
+    double TokensPerSecond, long? PeakMemoryBytes, double? EvalLoss, IReadOnlyDictionary<string, double>? Metrics = null, int SkippedSteps = 0)
 {
     /// <summary>One line for logs.</summary>
     public override string ToString()
@@ -31,6 +33,7 @@ public sealed record TrainingProgress(int Step, int TotalSteps, double Epoch, do
         string metrics = Metrics is { Count: > 0 }
             ? ", " + string.Join(", ", Metrics.Select(m => $"{m.Key} {m.Value.ToString("G4", CultureInfo.InvariantCulture)}"))
             : "";
-        return $"step {Step}/{TotalSteps} (epoch {Epoch:F2}){train}{eval}{metrics}";
+        string skipped = SkippedSteps > 0 ? $", {SkippedSteps} step{(SkippedSteps == 1 ? "" : "s")} skipped (non-finite)" : "";
+        return $"step {Step}/{TotalSteps} (epoch {Epoch:F2}){train}{eval}{metrics}{skipped}";
     }
 }

@@ -78,7 +78,7 @@ public sealed class PreferenceResumeTests
             o.ResumeFromCheckpoint = true;
             o.Beta = 0.5;
         })).Fit(data));
-        StringAssert.Contains(e.Message, "beta: checkpoint 0.1, now 0.5");
+        StringAssert.Contains(e.Message, "Beta: checkpoint 0.1, now 0.5");
     }
 
     [TestMethod]
