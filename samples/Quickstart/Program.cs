@@ -22,8 +22,8 @@ var mlp = new LigerSwiGLUMLP(hidden, intermediate, device: device);
 var h = randn(batch, seq, hidden, device: device, requires_grad: true);
 
 Console.WriteLine("forward:");
-var output = h + mlp.forward(norm.forward(h));
-var loss = output.square().mean();
+var output = h.Plus(mlp.forward(norm.forward(h)));
+var loss = output.Squared().mean();
 Console.WriteLine($"  loss = {loss.item<float>():F6}");
 
 Console.WriteLine("backward:");
@@ -36,8 +36,8 @@ Console.WriteLine($"  |dL/dgate_proj|   = {mlp.gate_proj.weight.grad!.norm().ite
 using (no_grad())
 {
     var xf = h.detach();
-    var normed = xf * rsqrt(xf.square().mean([-1L], keepdim: true) + 1e-6) * norm.weight;
-    var eager = xf + mlp.down_proj.forward(nn.functional.silu(mlp.gate_proj.forward(normed)) * mlp.up_proj.forward(normed));
+    var normed = xf * rsqrt(xf.Squared().mean([-1L], keepdim: true).Plus(1e-6)) * norm.weight;
+    var eager = xf.Plus(mlp.down_proj.forward(nn.functional.silu(mlp.gate_proj.forward(normed)) * mlp.up_proj.forward(normed)));
     Console.WriteLine($"max |liger - eager| forward = {(output - eager).abs().max().item<float>():E2}");
 }
 

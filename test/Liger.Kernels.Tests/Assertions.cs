@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using System.Globalization;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -81,10 +82,10 @@ public static class TensorAssert
                 $"{what}: {differing} of {a.numel()} elements differ at all (at most {allowedCount} may, from rounding ties). {context}");
         }
 
-        double rms = Math.Sqrt(s.square().mean().item<double>());
+        double rms = Math.Sqrt(s.Squared().mean().item<double>());
         var error = (a - e).abs();
         var magnitude = termMagnitude is null ? e.abs() : maximum(e.abs(), termMagnitude.detach().cpu().to(ScalarType.Float64));
-        var allowed = tolerance.Atol * rms + tolerance.Rtol * magnitude;
+        var allowed = magnitude.Times(tolerance.Rtol).Plus(tolerance.Atol * rms);
         var bad = error > allowed;
         long badCount = bad.sum().item<long>();
         if (badCount > 0)
@@ -139,7 +140,7 @@ public static class Inputs
 
     /// <summary>randn(shape) · <paramref name="scale"/> + <paramref name="shift"/>, made in fp32 on the CPU and rounded to <paramref name="dtype"/>.</summary>
     public static Tensor Randn(long[] shape, ScalarType dtype, double scale = 1.0, double shift = 0.0) =>
-        (randn(shape, dtype: ScalarType.Float32) * scale + shift).to(dtype);
+        (randn(shape, dtype: ScalarType.Float32).Times(scale).Plus(shift)).to(dtype);
 
     /// <summary>A case description for messages.</summary>
     public static string Describe(long seed, params object[] parts) =>

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -77,7 +78,7 @@ public sealed class CrossEntropyTests
         long seed = Seeds.Fresh();
         long[] tokens = [11];
         var (options, gradOutput) = name == "plain" ? (new CrossEntropyOptions(), ones(Array.Empty<long>())) : Options(name, tokens, 23);
-        var logits = randn(11, 23, dtype: ScalarType.Float64) * 3;
+        var logits = randn(11, 23, dtype: ScalarType.Float64).Times(3);
         var target = RandomTargets(tokens, 23, options.IgnoreIndex, 0.25);
         var reference = References.CrossEntropy(logits, target, options, gradOutput);
         var leaf = logits.clone().requires_grad_(true);
@@ -127,7 +128,7 @@ public sealed class CrossEntropyTests
         using var scope = NewDisposeScope();
         long seed = Seeds.Fresh();
         var hidden = randn(10, 16, dtype: ScalarType.Float64);
-        var weight = randn(48, 16, dtype: ScalarType.Float64) / 4;
+        var weight = randn(48, 16, dtype: ScalarType.Float64).DividedBy(4);
         var target = RandomTargets([10], 48, -100, 0.2);
         string context = Inputs.Describe(seed, path);
 
@@ -194,10 +195,10 @@ public sealed class CrossEntropyTests
             var reference = References.CrossEntropy(logits, target, options, gradOutput);
             using var p = PathScope.Enter(path);
             var x = p.On(logits).requires_grad_(true);
-            var loss = LigerCrossEntropyFunction.Apply(x * 1f, p.On(target), options); // an intermediate, as lm_head's output is
+            var loss = LigerCrossEntropyFunction.Apply(x.Times(1f), p.On(target), options); // an intermediate, as lm_head's output is
             loss.backward([p.On(gradOutput)], retain_graph: true);
             loss.backward([p.On(gradOutput)]);
-            TensorAssert.Close(x.grad!, 2 * reference.Grad, Tolerance.VersusFloat64(ScalarType.Float32),
+            TensorAssert.Close(x.grad!, reference.Grad.Times(2), Tolerance.VersusFloat64(ScalarType.Float32),
                 $"grad after two backwards ({reduction})", Inputs.Describe(seed, path));
         }
     }
@@ -304,7 +305,7 @@ public sealed class CrossEntropyTests
 
     private static (CrossEntropyOptions Options, Tensor GradOutput) Options(string name, long[] tokens, int vocab)
     {
-        var weight = rand(vocab) + 0.25;
+        var weight = rand(vocab).Plus(0.25);
         var scalarOne = ones(Array.Empty<long>());
         return name switch
         {
@@ -327,7 +328,7 @@ public sealed class CrossEntropyTests
     internal static Tensor RandomTargets(long[] shape, long vocab, long ignoreIndex, double ignoredFraction)
     {
         var target = randint(0, vocab, shape, dtype: ScalarType.Int64);
-        var ignored = rand(shape) < ignoredFraction;
-        return where(ignored, full_like(target, ignoreIndex), target);
+        var ignored = rand(shape).LessThan(ignoredFraction);
+        return where(ignored, ScalarArithmetic.FullLike(target, ignoreIndex), target);
     }
 }

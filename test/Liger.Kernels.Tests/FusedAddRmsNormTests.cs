@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -119,9 +120,9 @@ public sealed class FusedAddRmsNormTests
         var xe = p.On(inputs.X).requires_grad_(true);
         var re = p.On(inputs.Residual).requires_grad_(true);
         var we = p.On(inputs.W).requires_grad_(true);
-        var he = re + xe;
+        var he = re.Plus(xe);
         var hf = he.to(ScalarType.Float32);
-        var ye = we * (hf * rsqrt(hf.pow(2).mean([-1L], keepdim: true) + eps)).to(dtype);
+        var ye = we * (hf * rsqrt(hf.Squared().mean([-1L], keepdim: true).Plus(eps))).to(dtype);
         if (inputs.Dh is null)
             ye.backward([p.On(inputs.Dy)]);
         else
@@ -153,7 +154,7 @@ public sealed class FusedAddRmsNormTests
         TensorAssert.BitwiseEqual(inputs.Dh!, rd.grad!, "dresidual", context);
         Assert.IsTrue(wd.grad is null || wd.grad.IsInvalid, $"dW must stay undefined. {context}");
         using (no_grad())
-            xd.grad!.add_(1.0);
+            xd.grad!.PlusInPlace(1.0);
         TensorAssert.BitwiseEqual(inputs.Dh!, rd.grad!, "dresidual after an in-place change of dx", context);
     }
 
@@ -174,7 +175,7 @@ public sealed class FusedAddRmsNormTests
         var before = rd.grad!.cpu().clone();
         TensorAssert.BitwiseEqual(before, xd.grad!, "dx equals dresidual", context);
         using (no_grad())
-            xd.grad!.add_(1.0);
+            xd.grad!.PlusInPlace(1.0);
         TensorAssert.BitwiseEqual(before, rd.grad!, "dresidual after an in-place change of dx", context);
     }
 
@@ -261,10 +262,10 @@ public sealed class FusedAddRmsNormTests
         var (dh, dw) = FusedAddRmsNormOp.Backward(p.On(inputs.Dy), p.On(inputs.Dh!), h, p.On(inputs.W), rstd, 0, RmsNormCastingMode.Llama);
         p.AssertRan(Forward, Backward);
 
-        TensorAssert.BitwiseEqual(inputs.Residual + inputs.X, h, "h vs eager residual + x", context);
+        TensorAssert.BitwiseEqual(inputs.Residual.Plus(inputs.X), h, "h vs eager residual + x", context);
         Assert.AreEqual(ScalarType.Float32, rstd.dtype, $"rstd dtype. {context}");
         var h64 = h.cpu().to(ScalarType.Float64);
-        TensorAssert.Close(rstd, rsqrt(h64.square().mean([-1L]) + eps), Tolerance.VersusFloat64(ScalarType.Float32), "rstd of the rounded h", context);
+        TensorAssert.Close(rstd, rsqrt(h64.Squared().mean([-1L]).Plus(eps)), Tolerance.VersusFloat64(ScalarType.Float32), "rstd of the rounded h", context);
 
         var run = Run(path, inputs, eps, 0, RmsNormCastingMode.Llama);
         TensorAssert.BitwiseEqual(run.Y, y, "y (host vs autograd)", context);
@@ -434,7 +435,7 @@ public sealed class FusedAddRmsNormTests
     private static void AssertClose(Result run, FusedAddRmsNormReference expected, FusedAddRmsNormReference scales,
         Tolerance tolerance, string context, Tensor? dh)
     {
-        using var terms = dh is null ? null : (scales.Dx - dh.to(ScalarType.Float64)).abs() + dh.to(ScalarType.Float64).abs();
+        using var terms = dh is null ? null : (scales.Dx - dh.to(ScalarType.Float64)).abs().Plus(dh.to(ScalarType.Float64).abs());
         TensorAssert.Close(run.Y, expected.Y, tolerance, "y", context);
         TensorAssert.Close(run.H, expected.H, tolerance, "h", context);
         TensorAssert.Close(run.Dx, expected.Dx, tolerance, "dx", context, scale: scales.DxScale, termMagnitude: terms);

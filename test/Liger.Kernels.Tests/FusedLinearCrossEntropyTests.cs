@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -36,7 +37,7 @@ public sealed class FusedLinearCrossEntropyTests
         var hidden = Inputs.Randn([.. tokens, size], dtype);
         var weight = Inputs.Randn([vocab, size], dtype, scale: 0.5);
         var bias = name is "mean+bias" or "everything" or "fp32-accumulation" ? Inputs.Randn([vocab], dtype) : null;
-        var classWeight = rand(vocab) + 0.25;
+        var classWeight = rand(vocab).Plus(0.25);
         var (ce, gradOutput) = name switch
         {
             "sum" => (new CrossEntropyOptions { Reduction = CrossEntropyReduction.Sum }, tensor(0.75f)),
@@ -75,7 +76,7 @@ public sealed class FusedLinearCrossEntropyTests
             CollectionAssert.AreEqual(expected.CrossEntropy.Predicted.reshape(-1).data<long>().ToArray(),
                 result.PredictedTokens!.cpu().reshape(-1).data<long>().ToArray(), $"predicted tokens. {context}");
         var correct = expected.CrossEntropy.Predicted.eq(target).to(ScalarType.Float32);
-        double counted = target.ne(ce.IgnoreIndex).sum().item<long>();
+        double counted = target.NotEqualTo(ce.IgnoreIndex).sum().item<long>();
         if (dtype == ScalarType.Float32 && ce.Reduction == CrossEntropyReduction.None)
             TensorAssert.BitwiseEqual(correct, result.TokenAccuracy!.cpu(), "per-token accuracy", context);
         else if (dtype == ScalarType.Float32)
@@ -115,7 +116,7 @@ public sealed class FusedLinearCrossEntropyTests
         bool slow = TestPaths.IsSlow(path);
         long tokens = slow ? 9 : 301, size = slow ? 16 : 64, vocab = slow ? 24 : 1000;
         var hidden = randn(tokens, size);
-        var weight = randn(vocab, size) / 8;
+        var weight = randn(vocab, size).DividedBy(8);
         var target = CrossEntropyTests.RandomTargets([tokens], vocab, -100, 0.1);
         using var p = PathScope.Enter(path);
         var results = new List<(Tensor Loss, Tensor GradHidden, Tensor GradWeight)>();
@@ -146,7 +147,7 @@ public sealed class FusedLinearCrossEntropyTests
         using var scope = NewDisposeScope();
         long seed = Seeds.Fresh();
         var hidden = randn(6, 16);
-        var weight = randn(24, 16) / 4;
+        var weight = randn(24, 16).DividedBy(4);
         var bias = randn(24);
         var target = CrossEntropyTests.RandomTargets([6], 24, -100, 0.2);
         foreach (var (reduction, gradOutput) in new[]
@@ -166,9 +167,9 @@ public sealed class FusedLinearCrossEntropyTests
             loss.backward([p.On(gradOutput)]);
             string context = Inputs.Describe(seed, path, reduction);
             var tolerance = Tolerance.VersusFloat64(ScalarType.Float32) with { NormRel = 1e-5, Atol = 1e-4 };
-            TensorAssert.Close(x.grad!, 2 * expected.GradHidden, tolerance, "hidden grad after two backwards", context);
-            TensorAssert.Close(w.grad!, 2 * expected.GradWeight, tolerance, "weight grad after two backwards", context);
-            TensorAssert.Close(b.grad!, 2 * expected.GradBias, tolerance, "bias grad after two backwards", context);
+            TensorAssert.Close(x.grad!, expected.GradHidden.Times(2), tolerance, "hidden grad after two backwards", context);
+            TensorAssert.Close(w.grad!, expected.GradWeight.Times(2), tolerance, "weight grad after two backwards", context);
+            TensorAssert.Close(b.grad!, expected.GradBias.Times(2), tolerance, "bias grad after two backwards", context);
         }
     }
 
@@ -179,7 +180,7 @@ public sealed class FusedLinearCrossEntropyTests
         using var scope = NewDisposeScope();
         long seed = Seeds.Fresh();
         var hidden = randn(2, 5, 16);
-        var weight = randn(32, 16) / 4;
+        var weight = randn(32, 16).DividedBy(4);
         var target = CrossEntropyTests.RandomTargets([2, 5], 32, -100, 0.2);
         var ce = new CrossEntropyOptions { LabelSmoothing = 0.1 };
         var expected = References.FusedLinearCrossEntropy(hidden, weight, null, target, ce, ones(Array.Empty<long>()));

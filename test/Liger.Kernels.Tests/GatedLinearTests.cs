@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -40,7 +41,7 @@ public sealed class GatedLinearTests
         // bound that with the formula's own error terms. Here the float64 comparison stays above it; the far tail is
         // covered by the bitwise comparison with the unfused pair.
         if (activation == "gelu_tanh")
-            a = a.clamp_min(-2.0);
+            a = a.AtLeast(-2.0);
         var b = Inputs.Randn(aShape, dtype, 2.0);
         var weight = Inputs.Randn([outFeatures, features], dtype, 1.0 / Math.Sqrt(features));
         var dy = Inputs.Randn([.. aShape[..^1], outFeatures], dtype);
@@ -122,7 +123,7 @@ public sealed class GatedLinearTests
         var biasD = bias is null ? null : p.On(bias).requires_grad_(true);
         // The gated inputs are private intermediates in a model; here copies of the leaves play that part, so the
         // in-place backward (which overwrites them) is what runs.
-        var (ai, bi) = (ad * 1, bd * 1);
+        var (ai, bi) = (ad.Times(1), bd.Times(1));
         Tensor y;
         if (fusedOp)
             y = activation == "silu"

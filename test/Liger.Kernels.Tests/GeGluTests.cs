@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Kernels;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
@@ -65,7 +66,7 @@ public sealed class GeGluTests
             // ulps, in fp32 and so in the 16-bit rounding of them. There both are held to the float64
             // reference above, within that cancellation's error.
             var torchRun = Run(TestPaths.Torch, a, b, dc);
-            var conditioned = a.to(ScalarType.Float32) >= -1.5f;
+            var conditioned = a.to(ScalarType.Float32).GreaterOrEqual(-1.5);
             var same = Tolerance.SameRounding(dtype);
             TensorAssert.Close(run.C.masked_select(conditioned), torchRun.C.masked_select(conditioned), same, "c vs torch path", context);
             TensorAssert.Close(run.Da.masked_select(conditioned), torchRun.Da.masked_select(conditioned), same, "da vs torch path", context);
@@ -97,15 +98,15 @@ public sealed class GeGluTests
         var derivative64 = References.GeluTanhDerivative64(a64);
         var (valueTerms, derivativeTerms) = FormulaTerms(a64);
         const double units = FormulaUnits;
-        AssertWithin(run.C, gelu64, units * valueTerms, a, "gelu (c)", context);
-        AssertWithin(run.Db, gelu64, units * valueTerms, a, "gelu (db)", context);
-        AssertWithin(run.Da, derivative64, units * derivativeTerms, a, "gelu' (da)", context);
+        AssertWithin(run.C, gelu64, valueTerms.Times(units), a, "gelu (c)", context);
+        AssertWithin(run.Db, gelu64, valueTerms.Times(units), a, "gelu (db)", context);
+        AssertWithin(run.Da, derivative64, derivativeTerms.Times(units), a, "gelu' (da)", context);
 
         var leaf = a.clone().requires_grad_(true);
         var torchGelu = nn.functional.gelu(leaf, GELU.Approximate.tanh);
         var torchDerivative = autograd.grad([torchGelu], [leaf], [ones])[0];
-        AssertWithin(run.C, torchGelu.detach().to(ScalarType.Float64), 2 * units * valueTerms, a, "gelu vs torch's", context);
-        AssertWithin(run.Da, torchDerivative.to(ScalarType.Float64), 2 * units * derivativeTerms, a, "gelu' vs torch's", context);
+        AssertWithin(run.C, torchGelu.detach().to(ScalarType.Float64), valueTerms.Times(2 * units), a, "gelu vs torch's", context);
+        AssertWithin(run.Da, torchDerivative.to(ScalarType.Float64), derivativeTerms.Times(2 * units), a, "gelu' vs torch's", context);
     }
 
     /// <summary>Infinities, NaN and magnitudes whose cube or square overflow give what torch's fp32 gelu gives.</summary>
@@ -317,7 +318,7 @@ public sealed class GeGluTests
                 ["down_proj.bias"] = dyAbs.sum([0L]),
             };
             var yTerms = hAbs.matmul(wd.t()).view(y64.shape);
-            var dxTerms = (dGate.matmul(wg) + dUp.matmul(wu)).view(x64.shape);
+            var dxTerms = (dGate.matmul(wg).Plus(dUp.matmul(wu))).view(x64.shape);
 
             var tolerance = Tolerance.VersusFloat64(dtype);
             TensorAssert.Close(y, y64, tolerance, "MLP output", context, termMagnitude: yTerms);
@@ -370,9 +371,9 @@ public sealed class GeGluTests
     /// </summary>
     private static (Tensor Value, Tensor Derivative) FormulaTerms(Tensor a64)
     {
-        var t = tanh(0.79788456080286535588 * (a64 + 0.044715 * a64.pow(3))).abs();
-        var value = 0.5 * a64.abs() * (1 + t);
-        var derivative = 0.5 * (1 + t) + 0.5 * a64.abs() * 0.79788456080286535588 * (1 + 3 * 0.044715 * a64.square());
+        var t = tanh((a64.Plus(a64.Power(3).Times(0.044715))).Times(0.79788456080286535588)).abs();
+        var value = a64.abs().Times(0.5) * (t.Plus(1));
+        var derivative = (t.Plus(1)).Times(0.5).Plus(a64.abs().Times(0.5).Times(0.79788456080286535588) * a64.Squared().Times(3 * 0.044715).Plus(1));
         return (value, derivative);
     }
 
@@ -387,12 +388,12 @@ public sealed class GeGluTests
         var a64 = a.to(ScalarType.Float64);
         var (value, derivative) = FormulaTerms(a64);
         var (b64, dc64) = (b.to(ScalarType.Float64).abs(), dc.to(ScalarType.Float64).abs());
-        var (c, da, db) = (FormulaUnits * value * b64, FormulaUnits * derivative * dc64 * b64, FormulaUnits * value * dc64);
+        var (c, da, db) = (value.Times(FormulaUnits) * b64, derivative.Times(FormulaUnits) * dc64 * b64, value.Times(FormulaUnits) * dc64);
         if (dtype != ScalarType.Float16)
             return (c, da, db);
         const double spacing = 5.9604644775390625e-8;
         var slope = References.GeluTanhDerivative64(a64).abs();
-        return (c + spacing * (b64 + 1), da + spacing * (slope + 1), db + spacing * (dc64 + 1));
+        return (c.Plus((b64.Plus(1)).Times(spacing)), da.Plus((slope.Plus(1)).Times(spacing)), db.Plus((dc64.Plus(1)).Times(spacing)));
     }
 
     /// <summary>
@@ -404,8 +405,8 @@ public sealed class GeGluTests
     {
         using var scope = NewDisposeScope();
         var tolerance = Tolerance.VersusFloat64(dtype);
-        TensorAssert.Close(actual, expected, tolerance, what, context, scale: expected.abs() + allowance / tolerance.NormRel,
-            termMagnitude: allowance / tolerance.Rtol);
+        TensorAssert.Close(actual, expected, tolerance, what, context, scale: expected.abs().Plus(allowance.DividedBy(tolerance.NormRel)),
+            termMagnitude: allowance.DividedBy(tolerance.Rtol));
     }
 
     /// <summary>c, da and db against the float64 reference, within <see cref="ErrorAllowances"/>.</summary>
@@ -455,7 +456,7 @@ public sealed class GeGluTests
         var excess = error - allowed;
         long worst = excess.argmax().item<long>();
         Assert.IsLessThanOrEqualTo(0.0, excess[worst].item<double>(),
-            $"{what}: {(excess > 0).sum().item<long>()} of {at.numel()} points beyond the bound; worst at a = {at[worst].item<float>():R}: " +
+            $"{what}: {excess.GreaterThan(0).sum().item<long>()} of {at.numel()} points beyond the bound; worst at a = {at[worst].item<float>():R}: " +
             $"got {actual[worst].item<float>():R}, exact {expected64[worst].item<double>():R}, allowed error {allowed[worst].item<double>():E2}. {context}");
     }
 

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Losses;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -142,23 +143,23 @@ public sealed class PreferenceLossTests
 
         var tolerance = dtype == ScalarType.Float32 ? Tolerance.VersusFloat64(ScalarType.Float32) with { Atol = 1e-5 } : new Tolerance(3e-2, 3e-2, 3e-2);
         Assert.AreEqual(ScalarType.Float32, loss.dtype, $"loss dtype. {context}");
-        TensorAssert.Close(loss, expected.Loss, tolerance, "loss", context, scale: expected.Loss.abs() + 1);
+        TensorAssert.Close(loss, expected.Loss, tolerance, "loss", context, scale: expected.Loss.abs().Plus(1));
         TensorAssert.Close(logps, expected.LogProbs, tolerance, "sequence log-probs", context);
-        TensorAssert.Close(rewards, expected.Rewards, tolerance, "rewards", context, scale: expected.Rewards.abs() + 0.1);
+        TensorAssert.Close(rewards, expected.Rewards, tolerance, "rewards", context, scale: expected.Rewards.abs().Plus(0.1));
         if (kto)
         {
-            TensorAssert.Close(sequenceMean!, expected.SequenceLogitsMean, tolerance, "logits mean per sequence", context, scale: expected.SequenceLogitsMean.abs() + 0.1);
+            TensorAssert.Close(sequenceMean!, expected.SequenceLogitsMean, tolerance, "logits mean per sequence", context, scale: expected.SequenceLogitsMean.abs().Plus(0.1));
             TensorAssert.Close(klUsed!, expected.Kl, tolerance, "kl", context);
         }
         else
         {
-            TensorAssert.Close(chosenMean!, expected.ChosenLogitsMean, tolerance, "chosen logits mean", context, scale: expected.ChosenLogitsMean.abs() + 0.1);
-            TensorAssert.Close(rejectedMean!, expected.RejectedLogitsMean, tolerance, "rejected logits mean", context, scale: expected.RejectedLogitsMean.abs() + 0.1);
+            TensorAssert.Close(chosenMean!, expected.ChosenLogitsMean, tolerance, "chosen logits mean", context, scale: expected.ChosenLogitsMean.abs().Plus(0.1));
+            TensorAssert.Close(rejectedMean!, expected.RejectedLogitsMean, tolerance, "rejected logits mean", context, scale: expected.RejectedLogitsMean.abs().Plus(0.1));
             if (c.Nll)
                 TensorAssert.Close(nll!, expected.Nll, tolerance, "nll", context);
             CollectionAssert.AreEquivalent(expected.Extras.Keys.ToList(), extras.Keys.ToList(), $"extras. {context}");
             foreach (var (key, value) in expected.Extras)
-                TensorAssert.Close(extras[key], value, tolerance, key, context, scale: value.abs() + 0.1);
+                TensorAssert.Close(extras[key], value, tolerance, key, context, scale: value.abs().Plus(0.1));
         }
         if (!gradients)
         {
@@ -181,7 +182,7 @@ public sealed class PreferenceLossTests
     /// </summary>
     public static Tensor Targets(long sequences, long length, long vocab)
     {
-        var target = full(sequences, length, -100L, dtype: ScalarType.Int64);
+        var target = ScalarArithmetic.Full([sequences, length], -100L, ScalarType.Int64);
         var random = new Random((int)randint(0, int.MaxValue, [1]).item<long>());
         for (long row = 0; row < sequences; row++)
         {
@@ -261,9 +262,9 @@ public sealed class PreferenceLossTests
         RmsNormTests.ExpectArgument<ArgumentException>("target", () => Orpo(x, w, y.narrow(1, 0, 4)), "targets for 4 positions of 5");
         RmsNormTests.ExpectArgument<ArgumentException>("target", () => Orpo(x, w, y.to(ScalarType.Int32)), "int32 targets");
         if (p.Device.type == DeviceType.CPU)
-            RmsNormTests.ExpectArgument<ArgumentException>("target", () => Orpo(x, w, y.clone().fill_(10L)), "target = V");
+            RmsNormTests.ExpectArgument<ArgumentException>("target", () => Orpo(x, w, y.clone().FillInPlace(10)), "target = V");
         else   // on a GPU the range check would cost a host synchronisation: a target out of range poisons the loss instead, loudly
-            Assert.IsTrue(float.IsNaN(Orpo(x, w, y.clone().fill_(10L)).Loss.item<float>()), "target = V gives a NaN loss on the GPU");
+            Assert.IsTrue(float.IsNaN(Orpo(x, w, y.clone().FillInPlace(10)).Loss.item<float>()), "target = V gives a NaN loss on the GPU");
         RmsNormTests.ExpectArgument<ArgumentOutOfRangeException>("Beta", () => Orpo(x, w, y, o: new OrpoLossOptions { Beta = 0 }), "beta 0");
         RmsNormTests.ExpectArgument<ArgumentOutOfRangeException>("ChunkBytes", () => Orpo(x, w, y, o: new OrpoLossOptions { ChunkBytes = 0 }), "chunk of 0 bytes");
         RmsNormTests.ExpectArgument<ArgumentOutOfRangeException>("LabelSmoothing",

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -28,20 +29,20 @@ public static partial class References
         var x = Leaf64(logits);
         var rows = x.reshape(-1, vocab);
         var y = target.detach().cpu().reshape(-1);
-        var counted = y.ne(options.IgnoreIndex);
+        var counted = y.NotEqualTo(options.IgnoreIndex);
         var safeY = where(counted, y, zeros_like(y));
-        var capped = options.Softcap is { } c ? c * tanh(rows / c) : rows;
+        var capped = options.Softcap is { } c ? tanh(rows.DividedBy(c)).Times(c) : rows;
         var logp = nn.functional.log_softmax(capped, 1);
         var lse = capped.logsumexp(1);
         var w = options.Weight?.detach().cpu().to(ScalarType.Float64) ?? ones(vocab, dtype: ScalarType.Float64);
         var wy = w.index_select(0, safeY);
         var nll = -logp.gather(1, safeY.unsqueeze(1)).squeeze(1) * wy;
-        var smooth = -(logp * w).sum(dim: 1) / vocab;
+        var smooth = (-(logp * w).sum(dim: 1)).DividedBy(vocab);
         double s = options.LabelSmoothing;
         var mask = counted.to(ScalarType.Float64);
-        var perToken = ((1 - s) * nll + s * smooth) * mask;
-        var z = options.LseSquareScale * lse.square() * mask;
-        var terms = ((lse.abs() + capped.abs().amax(1)) * ((1 - s) * wy + s * w.mean()) * mask).detach();
+        var perToken = (nll.Times(1 - s).Plus(smooth.Times(s))) * mask;
+        var z = lse.Squared().Times(options.LseSquareScale) * mask;
+        var terms = ((lse.abs().Plus(capped.abs().amax(1))) * (wy.Times(1 - s).Plus(w.mean().Times(s))) * mask).detach();
         var g = gradOutput.detach().cpu().to(ScalarType.Float64);
         var gradTerms = GradientTerms(logp.detach().exp(), safeY, lse.detach(), w, wy.detach(), mask, options);
         Tensor loss, zLoss, termScale, gradScale;
@@ -50,28 +51,26 @@ public static partial class References
             case CrossEntropyReduction.Mean:
                 var denominator = (wy * mask).sum();
                 var count = mask.sum();
-                loss = where(denominator.ne(0), perToken.sum() / denominator, zeros_like(denominator))
-                       + where(count.ne(0), z.sum() / count, zeros_like(count));
-                zLoss = where(count.ne(0), z.sum() / count, zeros_like(count));
-                termScale = where(denominator.ne(0), terms.sum() / denominator, zeros_like(denominator)) + zLoss.detach();
-                gradScale = g.abs() * (where(denominator.ne(0), gradTerms.Loss / denominator, zeros_like(gradTerms.Loss))
-                                       + where(count.ne(0), gradTerms.Z / count, zeros_like(gradTerms.Z)));
+                loss = where(denominator.NotEqualTo(0), perToken.sum() / denominator, zeros_like(denominator)).Plus(where(count.NotEqualTo(0), z.sum() / count, zeros_like(count)));
+                zLoss = where(count.NotEqualTo(0), z.sum() / count, zeros_like(count));
+                termScale = where(denominator.NotEqualTo(0), terms.sum() / denominator, zeros_like(denominator)).Plus(zLoss.detach());
+                gradScale = g.abs() * (where(denominator.NotEqualTo(0), gradTerms.Loss / denominator, zeros_like(gradTerms.Loss)).Plus(where(count.NotEqualTo(0), gradTerms.Z / count, zeros_like(gradTerms.Z))));
                 break;
             case CrossEntropyReduction.Sum:
-                loss = perToken.sum() + z.sum();
+                loss = perToken.sum().Plus(z.sum());
                 zLoss = z.sum();
-                termScale = terms.sum() + zLoss.detach();
-                gradScale = g.abs() * (gradTerms.Loss + gradTerms.Z);
+                termScale = terms.sum().Plus(zLoss.detach());
+                gradScale = g.abs() * (gradTerms.Loss.Plus(gradTerms.Z));
                 break;
             default:
-                loss = (perToken + z).reshape(target.shape);
+                loss = (perToken.Plus(z)).reshape(target.shape);
                 zLoss = z.reshape(target.shape);
-                termScale = (terms + z.detach()).reshape(target.shape);
-                gradScale = g.abs().reshape(-1, 1) * (gradTerms.Loss + gradTerms.Z);
+                termScale = (terms.Plus(z.detach())).reshape(target.shape);
+                gradScale = g.abs().reshape(-1, 1) * (gradTerms.Loss.Plus(gradTerms.Z));
                 break;
         }
         loss.backward([gradOutput.detach().cpu().to(ScalarType.Float64)]);
-        var predicted = where(counted, capped.argmax(1), full_like(y, -1)).reshape(target.shape);
+        var predicted = where(counted, capped.argmax(1), ScalarArithmetic.FullLike(y, -1L)).reshape(target.shape);
         return new CrossEntropyReference(loss.detach().MoveToOuterDisposeScope(), zLoss.detach().MoveToOuterDisposeScope(),
             x.grad!.detach().MoveToOuterDisposeScope(), predicted.MoveToOuterDisposeScope(), termScale.MoveToOuterDisposeScope(),
             gradScale.reshape(logits.shape).MoveToOuterDisposeScope());
@@ -86,8 +85,8 @@ public static partial class References
         double s = options.LabelSmoothing;
         var onehot = nn.functional.one_hot(safeY, vocab).to(ScalarType.Float64);
         var rowMask = mask.unsqueeze(1);
-        var loss = ((1 - s) * wy.unsqueeze(1) * (p + onehot) + s / vocab * (w.sum() * p + w)) * rowMask;
-        var z = 2 * Math.Abs(options.LseSquareScale) * lse.abs().unsqueeze(1) * p * rowMask;
+        var loss = ((wy.unsqueeze(1).Times(1 - s) * (p.Plus(onehot))).Plus(((w.sum() * p).Plus(w)).Times(s / vocab))) * rowMask;
+        var z = lse.abs().unsqueeze(1).Times(2 * Math.Abs(options.LseSquareScale)) * p * rowMask;
         return (loss, z);
     }
 }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -30,15 +31,15 @@ public static partial class References
         var r64 = Leaf64(residual);
         var w64 = Leaf64(weight);
         var dy64 = dy.detach().cpu().to(ScalarType.Float64);
-        var h = x64 + r64;
-        var rstd = rsqrt(h.square().mean([-1L], keepdim: true) + eps);
-        var y = h * rstd * (w64 + offset);
+        var h = x64.Plus(r64);
+        var rstd = rsqrt(h.Squared().mean([-1L], keepdim: true).Plus(eps));
+        var y = h * rstd * (w64.Plus(offset));
         if (dh is null)
             y.backward([dy64]);
         else
             autograd.backward([y, h], [dy64, dh.detach().cpu().to(ScalarType.Float64)]);
-        var normTerms = (rstd * dy64 * (w64 + offset)).detach();
-        var dxScale = dh is null ? normTerms : (normTerms.square() + dh.detach().cpu().to(ScalarType.Float64).square()).sqrt();
+        var normTerms = (rstd * dy64 * (w64.Plus(offset))).detach();
+        var dxScale = dh is null ? normTerms : (normTerms.Squared().Plus(dh.detach().cpu().to(ScalarType.Float64).Squared())).sqrt();
         long features = x.shape[^1];
         var dwTerms = (dy64 * h * rstd).detach().reshape(-1, features);
         return new FusedAddRmsNormReference(
@@ -48,7 +49,7 @@ public static partial class References
             r64.grad!.detach().MoveToOuterDisposeScope(),
             w64.grad!.detach().MoveToOuterDisposeScope(),
             dxScale.MoveToOuterDisposeScope(),
-            dwTerms.square().sum([0L]).sqrt().MoveToOuterDisposeScope(),
+            dwTerms.Squared().sum([0L]).sqrt().MoveToOuterDisposeScope(),
             dwTerms.abs().sum([0L]).MoveToOuterDisposeScope());
     }
 }

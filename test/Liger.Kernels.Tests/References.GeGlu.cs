@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,16 +29,16 @@ public static partial class References
     }
 
     /// <summary>gelu_tanh of a float64 tensor, differentiable.</summary>
-    public static Tensor GeluTanh64(Tensor a64) => a64 * sigmoid(2 * GeluBeta * (a64 + GeluKappa * a64.pow(3)));
+    public static Tensor GeluTanh64(Tensor a64) => a64 * sigmoid(a64.Plus(a64.Power(3).Times(GeluKappa)).Times(2 * GeluBeta));
 
     /// <summary>gelu_tanh'(a) in float64, from its closed form (σ = sigmoid(2u), u = sqrt(2/pi)(a + 0.044715 a³)):
     /// σ + 2a σ (1 − σ) u'.</summary>
     public static Tensor GeluTanhDerivative64(Tensor a64)
     {
         using var scope = NewDisposeScope();
-        var u = GeluBeta * (a64 + GeluKappa * a64.pow(3));
-        var s = sigmoid(2 * u);
-        var du = GeluBeta * (1 + 3 * GeluKappa * a64.square());
-        return (s + 2 * a64 * s * sigmoid(-2 * u) * du).MoveToOuterDisposeScope();
+        var u = (a64.Plus(a64.Power(3).Times(GeluKappa))).Times(GeluBeta);
+        var s = sigmoid(u.Times(2));
+        var du = a64.Squared().Times(3 * GeluKappa).Plus(1).Times(GeluBeta);
+        return (s.Plus(a64.Times(2) * s * sigmoid(u.Times(-2)) * du)).MoveToOuterDisposeScope();
     }
 }

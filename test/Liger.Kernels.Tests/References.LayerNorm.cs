@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -30,9 +31,9 @@ public static partial class References
         var b64 = bias is null ? zeros(weight.shape, ScalarType.Float64).requires_grad_(true) : Leaf64(bias);
         var dy64 = dy.detach().cpu().to(ScalarType.Float64);
         var centered = x64 - x64.mean([-1L], keepdim: true);
-        var rstd = rsqrt(centered.square().mean([-1L], keepdim: true) + eps);
+        var rstd = rsqrt(centered.Squared().mean([-1L], keepdim: true).Plus(eps));
         var xhat = centered * rstd;
-        var y = xhat * w64 + b64;
+        var y = (xhat * w64).Plus(b64);
         y.backward([dy64]);
         long features = x.shape[^1];
         var dwTerms = (dy64 * xhat).detach().reshape(-1, features);
@@ -43,9 +44,9 @@ public static partial class References
             w64.grad!.detach().MoveToOuterDisposeScope(),
             b64.grad!.detach().MoveToOuterDisposeScope(),
             (rstd * dy64 * w64).detach().MoveToOuterDisposeScope(),
-            dwTerms.square().sum([0L]).sqrt().MoveToOuterDisposeScope(),
+            dwTerms.Squared().sum([0L]).sqrt().MoveToOuterDisposeScope(),
             dwTerms.abs().sum([0L]).MoveToOuterDisposeScope(),
-            dbTerms.square().sum([0L]).sqrt().MoveToOuterDisposeScope(),
+            dbTerms.Squared().sum([0L]).sqrt().MoveToOuterDisposeScope(),
             dbTerms.abs().sum([0L]).MoveToOuterDisposeScope());
     }
 }

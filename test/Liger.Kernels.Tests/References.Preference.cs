@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,14 +28,14 @@ public static partial class References
         var b = bias is null ? null : Leaf64(bias);
         var y = target.cpu();
         long n = y.shape[0], vocab = weight.shape[0], pairs = n / 2;
-        var mask = y.ne(ignoreIndex);
+        var mask = y.NotEqualTo(ignoreIndex);
         var counts = mask.sum(1).to(ScalarType.Float64);
 
         Tensor Logits(Tensor x, Tensor weights, Tensor? biases)
         {
             var logits = matmul(x, weights.t());
-            if (biases is not null) logits = logits + biases;
-            return c.Softcap is double cap ? (logits / cap).tanh() * cap : logits;
+            if (biases is not null) logits = logits.Plus(biases);
+            return c.Softcap is double cap ? (logits.DividedBy(cap)).tanh().Times(cap) : logits;
         }
         (Tensor Sequence, Tensor Tokens) LogProbs(Tensor logits)
         {
@@ -42,7 +43,7 @@ public static partial class References
             var sums = tokens.sum(1);
             return (c.Average ? sums / counts : sums, tokens);
         }
-        var raw = matmul(h, w.t()) + (b is null ? zeros(1, dtype: ScalarType.Float64) : b);
+        var raw = matmul(h, w.t()).Plus((b is null ? zeros(1, dtype: ScalarType.Float64) : b));
         var (logps, tokenLogps) = LogProbs(Logits(h, w, b));
         Tensor? reference = null;
         if (referenceHidden is not null)
@@ -56,10 +57,10 @@ public static partial class References
             var ratio = reference is null ? logps : logps - reference;
             if (kl is not null) klUsed = kl.cpu().to(ScalarType.Float64).mean();
             var good = labels!.cpu();
-            var desirable = (1 - (c.Beta * (ratio - klUsed)).sigmoid()) * c.DesirableWeight;
-            var undesirable = (1 - (c.Beta * (klUsed - ratio)).sigmoid()) * c.UndesirableWeight;
-            loss = where(good, desirable, undesirable).sum() / n;
-            rewards = c.Beta * ratio;
+            var desirable = (((ratio - klUsed).Times(c.Beta)).sigmoid().SubtractedFrom(1)).Times(c.DesirableWeight);
+            var undesirable = (((klUsed - ratio).Times(c.Beta)).sigmoid().SubtractedFrom(1)).Times(c.UndesirableWeight);
+            loss = where(good, desirable, undesirable).sum().DividedBy(n);
+            rewards = ratio.Times(c.Beta);
         }
         else
         {
@@ -70,52 +71,52 @@ public static partial class References
                 case "orpo":
                 {
                     var logOdds = (chosen - rejected) - (log1p(-exp(chosen)) - log1p(-exp(rejected)));
-                    perPair = -c.Beta * nn.functional.logsigmoid(logOdds);
+                    perPair = nn.functional.logsigmoid(logOdds).Times(-c.Beta);
                     extras["log_odds_ratio"] = nn.functional.logsigmoid(logOdds).mean();
                     extras["log_odds_chosen"] = logOdds.mean();
-                    rewards = c.Beta * logps;
+                    rewards = logps.Times(c.Beta);
                     break;
                 }
                 case "cpo" or "simpo":
                 {
-                    var z = c.Beta * (chosen - rejected) - c.Gamma;
-                    perPair = -(1 - c.LabelSmoothing) * nn.functional.logsigmoid(z) - c.LabelSmoothing * nn.functional.logsigmoid(-z);
-                    rewards = c.Beta * logps;
+                    var z = (chosen - rejected).Times(c.Beta).Minus(c.Gamma);
+                    perPair = nn.functional.logsigmoid(z).Times(-(1 - c.LabelSmoothing)) - nn.functional.logsigmoid(-z).Times(c.LabelSmoothing);
+                    rewards = logps.Times(c.Beta);
                     break;
                 }
                 case "dpo":
                 {
                     var ratio = reference is null ? logps : logps - reference;
                     var (u, v) = (ratio[..(int)pairs], ratio[(int)pairs..]);
-                    var z = c.Beta * (u - v);
+                    var z = (u - v).Times(c.Beta);
                     double e = c.LabelSmoothing;
                     perPair = c.DpoType switch
                     {
                         "sigmoid" => -nn.functional.logsigmoid(z),
-                        "hinge" => nn.functional.relu(1 - z),
-                        "ipo" => (u - v - 1 / (2 * c.Beta)).pow(2),
-                        "robust" => (-(1 - e) * nn.functional.logsigmoid(z) + e * nn.functional.logsigmoid(-z)) / (1 - 2 * e),
-                        "apo_zero" => 1 - (c.Beta * u).sigmoid() + (c.Beta * v).sigmoid(),
-                        "apo_down" => (c.Beta * u).sigmoid() + 1 - z.sigmoid(),
+                        "hinge" => nn.functional.relu(z.SubtractedFrom(1)),
+                        "ipo" => (u - v).Minus(1 / (2 * c.Beta)).Squared(),
+                        "robust" => (nn.functional.logsigmoid(z).Times(-(1 - e)).Plus(nn.functional.logsigmoid(-z).Times(e))).DividedBy(1 - 2 * e),
+                        "apo_zero" => (u.Times(c.Beta)).sigmoid().SubtractedFrom(1).Plus((v.Times(c.Beta)).sigmoid()),
+                        "apo_down" => (u.Times(c.Beta)).sigmoid().Plus(1) - z.sigmoid(),
                         _ => throw new ArgumentException(c.DpoType),
                     };
-                    rewards = c.Beta * ratio;
+                    rewards = ratio.Times(c.Beta);
                     break;
                 }
                 default: throw new ArgumentException(c.Loss);
             }
-            loss = perPair.sum() / pairs;
+            loss = perPair.sum().DividedBy(pairs);
         }
         var chosenMask = mask[..(int)pairs];
         var nll = -tokenLogps[..(int)pairs].sum() / chosenMask.sum();
         if (c.Nll)
-            loss = loss + c.Alpha * nll;
+            loss = loss.Plus(nll.Times(c.Alpha));
         loss.backward([gradOutput.cpu().to(ScalarType.Float64)]);
-        Tensor LogitsMean(Tensor rows, Tensor rowMask) => (rows * rowMask.unsqueeze(-1)).sum() / (rowMask.sum() * vocab);
+        Tensor LogitsMean(Tensor rows, Tensor rowMask) => (rows * rowMask.unsqueeze(-1)).sum() / (rowMask.sum().Times(vocab));
         using var _ = no_grad();
         return new PreferenceExpected(loss.detach(), logps.detach(), rewards.detach(),
             LogitsMean(raw[..(int)pairs].detach(), chosenMask), LogitsMean(raw[(int)pairs..].detach(), mask[(int)pairs..]),
-            (raw.detach() * mask.unsqueeze(-1)).sum([1, 2]) / (counts * vocab), nll.detach(),
+            (raw.detach() * mask.unsqueeze(-1)).sum([1, 2]) / (counts.Times(vocab)), nll.detach(),
             extras.ToDictionary(e => e.Key, e => e.Value.detach()), h.grad!, w.grad!, b?.grad, klUsed);
     }
 }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -62,7 +63,7 @@ public static partial class References
         long rotary = cos.shape[^1], headDim = x.shape[^1];
         var rot = x.narrow(-1, 0, rotary);
         var turned = magnitudes ? RotateHalf(rot).abs() : RotateHalf(rot);
-        var embedded = rot * cos + turned * sin;
+        var embedded = (rot * cos).Plus(turned * sin);
         return rotary == headDim ? embedded : cat([embedded, x.narrow(-1, rotary, headDim - rotary)], -1);
     }
 
@@ -74,7 +75,7 @@ public static partial class References
         var product = (rot * sin).abs();
         long half = rotary / 2;
         var swapped = cat([product.narrow(-1, half, half), product.narrow(-1, 0, half)], -1);
-        var terms = rot * cos + swapped;
+        var terms = (rot * cos).Plus(swapped);
         return rotary == headDim ? terms : cat([terms, g.narrow(-1, rotary, headDim - rotary)], -1);
     }
 }

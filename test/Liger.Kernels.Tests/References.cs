@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -30,13 +31,13 @@ public static partial class References
         var x64 = Leaf64(x);
         var w64 = Leaf64(weight);
         var dy64 = dy.detach().cpu().to(ScalarType.Float64);
-        var rstd = rsqrt(x64.square().mean([-1L], keepdim: true) + eps);
-        var y = x64 * rstd * (w64 + offset);
+        var rstd = rsqrt(x64.Squared().mean([-1L], keepdim: true).Plus(eps));
+        var y = x64 * rstd * (w64.Plus(offset));
         y.backward([dy64]);
-        var dxScale = (rstd * dy64 * (w64 + offset)).detach();
+        var dxScale = (rstd * dy64 * (w64.Plus(offset))).detach();
         long features = x.shape[^1];
         var dwTerms = (dy64 * x64 * rstd).detach().reshape(-1, features);
-        var dwScale = dwTerms.square().sum([0L]).sqrt();
+        var dwScale = dwTerms.Squared().sum([0L]).sqrt();
         var dwAbs = dwTerms.abs().sum([0L]);
         return new RmsNormReference(y.detach().MoveToOuterDisposeScope(), x64.grad!.detach().MoveToOuterDisposeScope(),
             w64.grad!.detach().MoveToOuterDisposeScope(), dxScale.MoveToOuterDisposeScope(), dwScale.MoveToOuterDisposeScope(),

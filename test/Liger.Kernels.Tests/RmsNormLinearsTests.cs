@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -64,8 +65,8 @@ public sealed class RmsNormLinearsTests
             // float64 eager reference
             var x64 = Leaf64(x);
             var w64 = Leaf64(normWeight);
-            var rstd = rsqrt(x64.square().mean([-1L], keepdim: true) + eps);
-            var normed = x64 * rstd * (w64 + offset);
+            var rstd = rsqrt(x64.Squared().mean([-1L], keepdim: true).Plus(eps));
+            var normed = x64 * rstd * (w64.Plus(offset));
             var weights64 = weights.Select(Leaf64).ToArray();
             var biases64 = biases.Select(b => b is null ? null : Leaf64(b)).ToArray();
             var outputs64 = weights64.Select((w, i) => nn.functional.linear(normed, w, biases64[i])).ToArray();
@@ -83,9 +84,9 @@ public sealed class RmsNormLinearsTests
             }
             // dx and the norm's dW: the sizes of the terms they sum are those of dnormed = Σ dy_i W_i, scaled by rstd
             var dNormedTerms = outs.Select((o, i) => dys[i].to(ScalarType.Float64).abs().reshape(-1, o).matmul(weights64[i].detach().abs()))
-                .Aggregate((s, t) => s + t).view(xShape);
+                .Aggregate((s, t) => s.Plus(t)).view(xShape);
             TensorAssert.Close(fused.Dx, x64.grad!, tolerance, "dx", context,
-                scale: (dNormedTerms * rstd.detach() * (w64.detach() + offset).abs()));
+                scale: (dNormedTerms * rstd.detach() * (w64.detach().Plus(offset)).abs()));
             TensorAssert.Close(fused.DNormWeight, w64.grad!, tolerance, "d norm weight", context,
                 termMagnitude: (dNormedTerms * (x64.detach() * rstd.detach()).abs()).reshape(-1, features).sum([0L]));
         }

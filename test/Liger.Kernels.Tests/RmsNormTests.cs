@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -221,7 +222,7 @@ public sealed class RmsNormTests
 
         Assert.AreEqual(ScalarType.Float32, rstd.dtype, $"rstd dtype. {context}");
         var x64 = x.to(ScalarType.Float64);
-        var expectedRstd = rsqrt(x64.square().mean([-1L]) + eps);
+        var expectedRstd = rsqrt(x64.Squared().mean([-1L]).Plus(eps));
         TensorAssert.Close(rstd, expectedRstd, Tolerance.VersusFloat64(ScalarType.Float32), "rstd", context);
 
         var run = Run(path, x, w, dy, eps, 0, RmsNormCastingMode.Llama, inPlace: false);

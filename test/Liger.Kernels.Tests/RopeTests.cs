@@ -192,7 +192,7 @@ public sealed class RopeTests
         var x = Inputs.Randn([B, T, C], dtype);
         var wq = Inputs.Randn([Hq * D, C], dtype, 0.2);
         var wk = Inputs.Randn([Hkv * D, C], dtype, 0.2);
-        var positions = arange(T, dtype: ScalarType.Int64).unsqueeze(0).expand(B, T).contiguous() + tensor(new long[] { 0, 3 }).unsqueeze(1);
+        var positions = Ranges.Int64(0, T).unsqueeze(0).expand(B, T).contiguous().Plus(tensor(new long[] { 0, 3 }).unsqueeze(1));
         var dq = Inputs.Randn([B, Hq, T, D], dtype);
         var dk = Inputs.Randn([B, Hkv, T, D], dtype);
 
@@ -211,23 +211,23 @@ public sealed class RopeTests
         var (c64, s64) = (cos.cpu().to(ScalarType.Float64).unsqueeze(1), sin.cpu().to(ScalarType.Float64).unsqueeze(1));
         var q64 = nn.functional.linear(x64, wq64).view(B, T, Hq, D).transpose(1, 2);
         var k64 = nn.functional.linear(x64, wk64).view(B, T, Hkv, D).transpose(1, 2);
-        var qe64 = q64 * c64 + References.RotateHalf(q64) * s64;
-        var ke64 = k64 * c64 + References.RotateHalf(k64) * s64;
+        var qe64 = (q64 * c64).Plus(References.RotateHalf(q64) * s64);
+        var ke64 = (k64 * c64).Plus(References.RotateHalf(k64) * s64);
         autograd.backward([qe64, ke64], [dq.to(ScalarType.Float64), dk.to(ScalarType.Float64)]);
 
         // The projections round to the dtype before RoPE: allow for matrix-product rounding (Σ|terms|).
         var xAbs = x64.detach().abs();
-        var qTerms = (nn.functional.linear(xAbs, wq64.detach().abs()).view(B, T, Hq, D).transpose(1, 2) * (c64.abs() + s64.abs())).detach();
-        var kTerms = (nn.functional.linear(xAbs, wk64.detach().abs()).view(B, T, Hkv, D).transpose(1, 2) * (c64.abs() + s64.abs())).detach();
+        var qTerms = (nn.functional.linear(xAbs, wq64.detach().abs()).view(B, T, Hq, D).transpose(1, 2) * (c64.abs().Plus(s64.abs()))).detach();
+        var kTerms = (nn.functional.linear(xAbs, wk64.detach().abs()).view(B, T, Hkv, D).transpose(1, 2) * (c64.abs().Plus(s64.abs()))).detach();
         var tolerance = Tolerance.VersusFloat64(dtype);
         TensorAssert.Close(qe, qe64.detach(), tolerance, "q_embed", context, termMagnitude: qTerms);
         TensorAssert.Close(ke, ke64.detach(), tolerance, "k_embed", context, termMagnitude: kTerms);
-        var dqAbs = (dq.to(ScalarType.Float64).abs() * (c64.abs() + s64.abs())).transpose(1, 2).reshape(B * T, Hq * D);
-        var dkAbs = (dk.to(ScalarType.Float64).abs() * (c64.abs() + s64.abs())).transpose(1, 2).reshape(B * T, Hkv * D);
+        var dqAbs = (dq.to(ScalarType.Float64).abs() * (c64.abs().Plus(s64.abs()))).transpose(1, 2).reshape(B * T, Hq * D);
+        var dkAbs = (dk.to(ScalarType.Float64).abs() * (c64.abs().Plus(s64.abs()))).transpose(1, 2).reshape(B * T, Hkv * D);
         var flatX = xAbs.reshape(B * T, C);
         TensorAssert.Close(wqd.grad!, wq64.grad!, tolerance, "dWq", context, termMagnitude: dqAbs.t().matmul(flatX));
         TensorAssert.Close(wkd.grad!, wk64.grad!, tolerance, "dWk", context, termMagnitude: dkAbs.t().matmul(flatX));
-        var dxTerms = (dqAbs.matmul(wq64.detach().abs()) + dkAbs.matmul(wk64.detach().abs())).view(B, T, C);
+        var dxTerms = (dqAbs.matmul(wq64.detach().abs()).Plus(dkAbs.matmul(wk64.detach().abs()))).view(B, T, C);
         TensorAssert.Close(xd.grad!, x64.grad!, tolerance, "dx", context, termMagnitude: dxTerms);
     }
 
@@ -295,13 +295,13 @@ public sealed class RopeTests
         using var scope = NewDisposeScope();
         using var p = PathScope.Enter(path);
         var leaf = randn(1, 2, 3, 8, device: p.Device).requires_grad_(true);
-        var q = leaf * 1;
-        var k = (leaf * 1).narrow(1, 0, 1).contiguous();
+        var q = leaf.Times(1);
+        var k = (leaf.Times(1)).narrow(1, 0, 1).contiguous();
         var squared = q * q; // saves q
         var cos = randn(3, 8, device: p.Device);
         var sin = randn(3, 8, device: p.Device);
         var (qe, ke) = LigerRotaryPosEmb.Apply(q, k, cos, sin, inPlace: true);
-        var e = Assert.ThrowsExactly<ExternalException>(() => (squared.sum() + qe.sum() + ke.sum()).backward());
+        var e = Assert.ThrowsExactly<ExternalException>(() => (squared.sum().Plus(qe.sum()).Plus(ke.sum())).backward());
         Assert.Contains("modified by an inplace operation", e.Message);
     }
 
@@ -443,14 +443,14 @@ public sealed class RopeTests
         Assert.AreEqual(dtype, cos.dtype);
         Assert.AreEqual(p.Device.type, cos.device.type);
 
-        var i = arange(0, D, 2, dtype: ScalarType.Float64);
-        var invFreq = pow(full_like(i, theta), -(i / D));
+        var i = Ranges.Int64(0, D, 2).to(ScalarType.Float64);
+        var invFreq = pow(ScalarArithmetic.FullLike(i, theta), -(i.DividedBy(D)));
         var angles = positions.to(ScalarType.Float64).unsqueeze(-1) * invFreq;
         angles = cat([angles, angles], -1);
         // float32: pow (≤ 2 ulp on CUDA), reciprocal and product roundings on the angle; the value's own
         // rounding and the cos/sin implementation's error (≤ 2 ulp), with margin. 16-bit: one rounding.
         double unit = dtype switch { ScalarType.Float32 => 4e-7, ScalarType.BFloat16 => Math.Pow(2, -8), _ => Math.Pow(2, -11) };
-        var bound = angles.abs() * 8 * Math.Pow(2, -24) + unit;
+        var bound = (angles.abs().Times(8).Times(Math.Pow(2, -24))).Plus(unit);
         foreach (var (actual, expected, name) in new[] { (cos, angles.cos(), "cos"), (sin, angles.sin(), "sin") })
         {
             var error = (actual.cpu().to(ScalarType.Float64) - expected).abs();
@@ -488,8 +488,8 @@ public sealed class RopeTests
         AssertMatchesReference(run, inputs, context);
 
         // Against float64 angles directly: the table's own error (see CosSin_...) adds to the rotation's.
-        var i = arange(0, D, 2, dtype: ScalarType.Float64);
-        var angles = positions.to(ScalarType.Float64).unsqueeze(-1) * pow(full_like(i, 10000.0), -(i / D));
+        var i = Ranges.Int64(0, D, 2).to(ScalarType.Float64);
+        var angles = positions.to(ScalarType.Float64).unsqueeze(-1) * pow(ScalarArithmetic.FullLike(i, 10000.0), -(i.DividedBy(D)));
         var c = cat([angles.cos(), angles.cos()], -1);
         var s = cat([angles.sin(), angles.sin()], -1);
         var exact = References.Rope(inputs.Q, inputs.K, c, s, inputs.DqEmbed, inputs.DkEmbed);
@@ -509,7 +509,7 @@ public sealed class RopeTests
         Assert.IsEmpty(module.state_dict(), "inv_freq is not persistent in Hugging Face's checkpoints");
         Assert.IsEmpty(module.parameters().ToList(), "no parameters");
         Assert.AreEqual(32L, module.RotaryDim);
-        var positions = arange(7, dtype: ScalarType.Int64).unsqueeze(0);
+        var positions = Ranges.Int64(0, 7).unsqueeze(0);
         foreach (var dtype in Dtypes)
         {
             var x = zeros(1, 7, 8, dtype: dtype);
@@ -531,7 +531,7 @@ public sealed class RopeTests
             () => RotaryEmbedding.CosSin(zeros(2, 3), 16), "float position ids");
         RmsNormTests.ExpectArgument<ArgumentException>("positionIds",
             () => RotaryEmbedding.CosSin(zeros([1, 2, 3], dtype: ScalarType.Int64), 16), "3-D position ids");
-        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => RotaryEmbedding.CosSin(arange(3), 7));
+        Assert.ThrowsExactly<ArgumentOutOfRangeException>(() => RotaryEmbedding.CosSin(Ranges.Int64(0, 3), 7));
     }
 
     // ---- bad inputs ----
@@ -657,7 +657,7 @@ public sealed class RopeTests
         {
             long rotary = cos.shape[^1], headDim = x.shape[^1];
             var rot = x.narrow(-1, 0, rotary);
-            var y = rot * cos + References.RotateHalf(rot) * sin;
+            var y = (rot * cos).Plus(References.RotateHalf(rot) * sin);
             return rotary == headDim ? y : cat([y, x.narrow(-1, rotary, headDim - rotary)], -1);
         }
         var (qe, ke) = (Embed(q), Embed(k));

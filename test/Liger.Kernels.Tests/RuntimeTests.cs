@@ -80,9 +80,9 @@ public sealed class RuntimeTests
         var random = randn(4000) * exp2(randint(-20, 16, [4000]).to(ScalarType.Float32));
         // neighbours of the target type and points between them
         var grid = Inputs.Randn([1000], dtype, 4.0).to(ScalarType.Float32);
-        var next = grid.to(dtype).to(ScalarType.Float32).nextafter(full(1000, float.PositiveInfinity)).to(dtype).to(ScalarType.Float32);
+        var next = grid.to(dtype).to(ScalarType.Float32).nextafter(ScalarArithmetic.Full([1000], double.PositiveInfinity)).to(dtype).to(ScalarType.Float32);
         float[] specials = [0f, -0f, 1f, 65504f, 65520f, 65519.99f, 6.0e-8f, 3.0e-8f, 1e-6f, -1e-6f, 1e-40f, 3.3895314e38f, 1.0009765625f + 0.00048828125f];
-        var values = cat([random, grid, (grid + next) / 2, grid * 0.75f + next * 0.25f, tensor(specials)]);
+        var values = cat([random, grid, (grid.Plus(next)).DividedBy(2), grid.Times(0.75f).Plus(next.Times(0.25f)), tensor(specials)]);
         var expected = values.to(dtype).to(ScalarType.Float32).data<float>().ToArray();
         var inputs = values.data<float>().ToArray();
         int mismatches = 0;
@@ -231,7 +231,7 @@ public sealed class RuntimeTests
         var w = randn([16], device: p.Device, requires_grad: true);
         var y = LigerRMSNormFunction.Apply(x, w);
         Assert.AreEqual(1, AutogradOutputCache.LastReleasedCount, "RMSNorm: the node's copy of its one output is disposed");
-        var c = LigerSiLUMulFunction.Apply(y, x * 1);
+        var c = LigerSiLUMulFunction.Apply(y, x.Times(1));
         Assert.AreEqual(1, AutogradOutputCache.LastReleasedCount, "SwiGLU: the node's copy of its one output is disposed");
         // the graph still differentiates through both nodes once the copies are gone
         c.sum().backward();

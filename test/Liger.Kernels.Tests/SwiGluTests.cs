@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -224,7 +225,7 @@ public sealed class SwiGluTests
                 ["down_proj.bias"] = dyAbs.sum([0L]),
             };
             var yTerms = hAbs.matmul(wd.t()).view(y64.shape);
-            var dxTerms = (dGate.matmul(wg) + dUp.matmul(wu)).view(x64.shape);
+            var dxTerms = (dGate.matmul(wg).Plus(dUp.matmul(wu))).view(x64.shape);
 
             var tolerance = Tolerance.VersusFloat64(dtype);
             TensorAssert.Close(y, y64, tolerance, "MLP output", context, termMagnitude: yTerms);

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -29,7 +30,7 @@ internal sealed class EagerBlock : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var inner = nn.functional.gelu(fc1.forward(x));
         InnerRequiresGrad.Add(inner.requires_grad);
-        return (x + fc2.forward(inner)).MoveToOuterDisposeScope();
+        return (x.Plus(fc2.forward(inner))).MoveToOuterDisposeScope();
     }
 }
 
@@ -77,7 +78,7 @@ internal sealed class LigerBlock : nn.Module<Tensor, Tensor, Tensor, Tensor>
         var k = k_proj.forward(h).view(batch, time, heads, headDim).transpose(1, 2);
         var (qe, ke) = LigerRotaryPosEmb.Apply(q, k, cos, sin);
         var mixed = (qe * ke.sigmoid()).transpose(1, 2).reshape(batch, time, heads * headDim);
-        var attended = x + o_proj.forward(mixed);
-        return (attended + mlp.forward(post_attention_layernorm.forward(attended))).MoveToOuterDisposeScope();
+        var attended = x.Plus(o_proj.forward(mixed));
+        return (attended.Plus(mlp.forward(post_attention_layernorm.forward(attended)))).MoveToOuterDisposeScope();
     }
 }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using System.Runtime.InteropServices;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -40,7 +41,7 @@ internal static class Gradients
         Assert.AreEqual(expected.dtype, actual.dtype, $"{what}: dtype differs. {context}");
         CollectionAssert.AreEqual(expected.shape, actual.shape, $"{what}: shape differs. {context}");
         Assert.IsTrue(expected.isfinite().all().item<bool>(), $"{what}: the plain run's gradient is not finite. {context}");
-        Assert.IsTrue(expected.ne(0).any().item<bool>(), $"{what}: the plain run's gradient is all zero, which proves nothing. {context}");
+        Assert.IsTrue(expected.NotEqualTo(0).any().item<bool>(), $"{what}: the plain run's gradient is all zero, which proves nothing. {context}");
         var e = expected.detach().contiguous().bytes.ToArray();
         var a = actual.detach().contiguous().bytes.ToArray();
         int first = Enumerable.Range(0, e.Length).FirstOrDefault(i => e[i] != a[i], -1);

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using System.Runtime.InteropServices;
 using Liger.Kernels.Modules;
 using Microsoft.ML.Liger.Models;
@@ -27,7 +28,7 @@ public sealed class GradientCheckpointTests
         {
             Gradients.Clear(block);
             x0.grad = null;
-            var x = x0 * 1.25; // an input with a history, as a layer's input has
+            var x = x0.Times(1.25); // an input with a history, as a layer's input has
             var y = checkpoint ? GradientCheckpoint.Apply(block, block.forward, x) : block.forward(x);
             (y * weights).sum().backward();
             return (x0.grad?.clone(), Gradients.Of(("block", block)));
@@ -68,7 +69,7 @@ public sealed class GradientCheckpointTests
         var layer = new LigerBlock(hidden: 45, heads: 3, headDim: 10, inner: 71);
         var rotary = new LigerRotaryEmbedding(headDim: 10, theta: 10000.0);
         var x0 = randn(2, 13, 45, requires_grad: true);
-        var positions = (arange(13, dtype: ScalarType.Int64) + randint(0, 50, [2, 1])).contiguous();
+        var positions = (Ranges.Int64(0, 13).Plus(randint(0, 50, [2, 1]))).contiguous();
         var (cos, sin) = rotary.forward(x0, positions);
         var weights = randn(2, 13, 45);
 
@@ -76,7 +77,7 @@ public sealed class GradientCheckpointTests
         {
             Gradients.Clear(layer);
             x0.grad = null;
-            var x = x0 * 0.75;
+            var x = x0.Times(0.75);
             var y = checkpoint
                 ? GradientCheckpoint.Apply(layer, xs => [layer.forward(xs[0], xs[1], xs[2])], x, cos, sin)[0]
                 : layer.forward(x, cos, sin);
@@ -104,14 +105,14 @@ public sealed class GradientCheckpointTests
         Parameter[] parameters = [.. proj.parameters(), .. router.parameters(), .. unusedHead.parameters()];
         var x = randn(3, 17, 29, requires_grad: true);   // a leaf
         var y0 = randn(3, 17, 29, requires_grad: true);
-        var mask = randn(3, 17, 29).gt(0).to(ScalarType.Float32); // needs no gradient
+        var mask = randn(3, 17, 29).GreaterThan(0).to(ScalarType.Float32); // needs no gradient
         var (w1, w2, w3) = (randn(3, 17, 29), randn(3, 17, 5), randn(3, 17, 29));
         int calls = 0;
 
         Tensor[] Block(Tensor[] xs)
         {
             calls++;
-            var mixed = proj.forward(xs[0]) * xs[1].tanh() + xs[2];
+            var mixed = (proj.forward(xs[0]) * xs[1].tanh()).Plus(xs[2]);
             var routerLogits = router.forward(xs[0]);        // depends on x and the router only
             var unused = unusedHead.forward(xs[1]);           // takes no part in the loss
             var choice = routerLogits.argmax(-1);             // int64: no gradient
@@ -125,7 +126,7 @@ public sealed class GradientCheckpointTests
             var y = y0.exp();
             var outputs = checkpoint ? GradientCheckpoint.Apply(Block, [x, y, mask], parameters) : Block([x, y, mask]);
             var picked = outputs[1].gather(-1, outputs[3].unsqueeze(-1));
-            ((outputs[0] * w1).sum() + (outputs[1] * w2).sum() + picked.sum() + (outputs[4] * w3).sum()).backward();
+            (outputs[0] * w1).sum().Plus((outputs[1] * w2).sum()).Plus(picked.sum()).Plus((outputs[4] * w3).sum()).backward();
             var grads = Gradients.Of(("proj", proj), ("router", router), ("unusedHead", unusedHead));
             grads["x"] = x.grad?.clone();
             grads["y0"] = y0.grad?.clone();
@@ -202,7 +203,7 @@ public sealed class GradientCheckpointTests
         var norm = new LigerRMSNorm(hidden);
         var rotary = new LigerRotaryEmbedding(headDim: 6);
         var x0 = randn(3, 7, hidden, requires_grad: true);
-        var (cos, sin) = rotary.forward(x0, arange(7, dtype: ScalarType.Int64).unsqueeze(0).expand(3, -1).contiguous());
+        var (cos, sin) = rotary.forward(x0, Ranges.Int64(0, 7).unsqueeze(0).expand(3, -1).contiguous());
         var weights = randn(3, 7, hidden);
         nn.Module[] modules = [.. eager, .. liger, norm];
 
@@ -210,7 +211,7 @@ public sealed class GradientCheckpointTests
         {
             Gradients.Clear(modules);
             x0.grad = null;
-            var h = x0 * 1.0;
+            var h = x0.Times(1.0);
             for (int i = 0; i < eager.Length; i++)
             {
                 var e = eager[i];
@@ -248,7 +249,7 @@ public sealed class GradientCheckpointTests
             Tensor[] Outer(Tensor[] xs) => checkpoint
                 ? [GradientCheckpoint.Apply(inner2, inner2.forward, GradientCheckpoint.Apply(inner1, inner1.forward, xs[0]))]
                 : [inner2.forward(inner1.forward(xs[0]))];
-            var x = x0 * 2.0;
+            var x = x0.Times(2.0);
             var y = checkpoint ? GradientCheckpoint.Apply(Outer, [x], parameters)[0] : Outer([x])[0];
             (y * weights).sum().backward();
             return (x0.grad?.clone(), Gradients.Of(("inner1", inner1), ("inner2", inner2)));
@@ -302,7 +303,7 @@ public sealed class GradientCheckpointTests
         long stream = batch * time * hidden * sizeof(float);    // one block input or output
 
         // No dispose scope of its own, as a model's layer may have none: what it allocates lives until the step's scope ends.
-        static Tensor Layer(EagerBlock b, Tensor x) => x + b.fc2.forward(nn.functional.gelu(b.fc1.forward(x)));
+        static Tensor Layer(EagerBlock b, Tensor x) => x.Plus(b.fc2.forward(nn.functional.gelu(b.fc1.forward(x))));
 
         (long AfterForward, long AfterBackward) Measure(bool checkpoint)
         {
@@ -311,7 +312,7 @@ public sealed class GradientCheckpointTests
             long before = NativeHeap.LiveBytes(), afterForward;
             using (var step = NewDisposeScope())
             {
-                var h = x0 * 1.0;
+                var h = x0.Times(1.0);
                 foreach (var b in blocks)
                     h = checkpoint ? GradientCheckpoint.Apply(b, x => Layer(b, x), h) : Layer(b, h);
                 afterForward = NativeHeap.LiveBytes() - before; // the peak of a training step, where the loss is taken
@@ -369,13 +370,13 @@ public sealed class GradientCheckpointTests
             };
         }
 
-        var input = x * 1.0;
+        var input = x.Times(1.0);
         var output = GradientCheckpoint.Apply(Block, [input], parameters)[0];
         if (failure == Failure.InputModifiedInPlace)
-            input.add_(1.0);
+            input.PlusInPlace(1.0);
         if (failure == Failure.CapturedTensorDisposed)
             captured.Dispose();
-        var loss = output.square().sum();
+        var loss = output.Squared().sum();
 
         var raised = Assert.ThrowsExactly<ExternalException>(() => loss.backward(create_graph: failure == Failure.DoubleBackward),
             $"the caller's backward must fail. seed {seed}");
@@ -416,7 +417,7 @@ public sealed class GradientCheckpointTests
         Tensor[] Outer(Tensor[] xs) => [outerFc.forward(GradientCheckpoint.Apply(Inner, [xs[0]], [.. innerFc.parameters()])[0])];
 
         // Gradients from an earlier micro-batch, which the failed backward must leave as they were.
-        (outerFc.forward(innerFc.forward(x)).sum() * 3.0).backward();
+        (outerFc.forward(innerFc.forward(x)).sum().Times(3.0)).backward();
         var earlier = Gradients.Of(("outer", outerFc), ("inner", innerFc));
         var output = GradientCheckpoint.Apply(Outer, [x], [.. outerFc.parameters(), .. innerFc.parameters()])[0];
 

@@ -70,7 +70,7 @@ internal sealed class CpoObjective(long pairs, double beta, double smoothing, do
         var z = (chosen - rejected).Times(beta).Plus(-gamma);
         var loss = LogSigmoid(z).Times(-(1 - smoothing)) - LogSigmoid(z.neg()).Times(smoothing);
         // dloss/dz = −(1 − ε) σ(−z) + ε σ(z)
-        var byZ = Sigmoid(z.neg()).Times(-(1 - smoothing)) + Sigmoid(z).Times(smoothing);
+        var byZ = Sigmoid(z.neg()).Times(-(1 - smoothing)).Plus(Sigmoid(z).Times(smoothing));
         return new PairTerms(loss, byZ.Times(beta), byZ.Times(-beta), chosen.Times(beta), rejected.Times(beta));
     }
 }

@@ -84,7 +84,7 @@ internal sealed class DpoObjective(long pairs, DpoLossOptions options) : PairedO
             {
                 var c = Sigmoid(chosenRatio.Times(beta));
                 var r = Sigmoid(rejectedRatio.Times(beta));
-                loss = OneMinus(c) + r;
+                loss = OneMinus(c).Plus(r);
                 byChosen = (c * OneMinus(c)).Times(-beta);
                 byRejected = (r * OneMinus(r)).Times(beta);
                 break;
@@ -93,7 +93,7 @@ internal sealed class DpoObjective(long pairs, DpoLossOptions options) : PairedO
             {
                 var c = Sigmoid(chosenRatio.Times(beta));
                 var s = Sigmoid(z);
-                loss = c + OneMinus(s);
+                loss = c.Plus(OneMinus(s));
                 var bySigmoidZ = (s * OneMinus(s)).Times(beta);
                 byChosen = (c * OneMinus(c)).Times(beta) - bySigmoidZ;
                 byRejected = bySigmoidZ;
@@ -110,7 +110,7 @@ internal sealed class DpoObjective(long pairs, DpoLossOptions options) : PairedO
                 }
                 else if (options.LossType == DpoLossType.Robust)
                 {
-                    loss = (LogSigmoid(z).Times(-(1 - eps)) + LogSigmoid(z.neg()).Times(eps)).DividedBy(1 - 2 * eps);
+                    loss = LogSigmoid(z).Times(-(1 - eps)).Plus(LogSigmoid(z.neg()).Times(eps)).DividedBy(1 - 2 * eps);
                     byZ = (Sigmoid(z.neg()).Times(-(1 - eps)) - Sigmoid(z).Times(eps)).DividedBy(1 - 2 * eps);
                 }
                 else

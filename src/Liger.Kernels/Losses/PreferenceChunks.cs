@@ -124,7 +124,7 @@ internal static class PreferenceChunks
         using var weightD = weight.detach();
         using var weightT = weightD.t();
         using var biasD = bias?.detach();
-        using Scalar one = 1.0;   // held for index_add_'s native calls (see ScalarArithmetic)
+        using Scalar one = 1.0.ToScalar();   // held for index_add_'s native calls (see ScalarArithmetic)
         long perChunk = SequencesPerChunk(n, length, vocab, hidden.element_size(), options.ChunkBytes, paired);
         long units = paired ? pairs : n;
         for (long start = 0; start < units; start += perChunk)
@@ -174,19 +174,19 @@ internal static class PreferenceChunks
 
             var reference = referenceLogProbs is null ? null : Gather(referenceLogProbs, ranges, 1);
             var terms = objective.Evaluate(chunkLogProbs, reference, paired ? ranges[0].Item1 : start, k);
-            loss.add_(terms.Loss);
+            loss.PlusInPlace(terms.Loss);
             Scatter(rewards, ranges, terms.Rewards, 1);
             foreach (var (name, value) in terms.ExtraSums)
             {
                 if (!extraSums.TryGetValue(name, out var total))
                     extraSums[name] = total = zeros(1, dtype: ScalarType.Float64, device: device).squeeze().MoveToOuterDisposeScope();
-                total.add_(value);
+                total.PlusInPlace(value);
             }
             Tensor? chosenRow = null;
             if (nll)
             {
                 chosenRow = rowSequence.LessThan(k);   // the chunk's first k sequences are the chosen ones
-                nllLoss.add_(tokenLoss.FilledWhere(chosenRow.logical_not(), 0.0).sum() / nllTokens!);
+                nllLoss.PlusInPlace(tokenLoss.FilledWhere(chosenRow.logical_not(), 0.0).sum() / nllTokens!);
             }
             if (!gradients)
                 continue;
@@ -196,7 +196,7 @@ internal static class PreferenceChunks
             var perSequence = options.AverageLogProb ? terms.Gradient / chunkCounts : terms.Gradient;
             var factor = perSequence.neg().index_select(0, rowSequence);
             if (chosenRow is not null)
-                factor = factor + chosenRow.to(ScalarType.Float64) * (ScalarArithmetic.Times(nllTokens!.reciprocal(), options.Alpha));
+                factor = factor.Plus(chosenRow.to(ScalarType.Float64) * (ScalarArithmetic.Times(nllTokens!.reciprocal(), options.Alpha)));
             CrossEntropyOp.ScaleRows(logits, factor.to(ScalarType.Float32).contiguous(), perRow: true);
 
             if (gradHidden is not null)
@@ -216,17 +216,17 @@ internal static class PreferenceChunks
                 if (accumulation == weight.dtype)
                     gradWeight.addmm_(logits.t(), xs);
                 else
-                    gradWeight.add_(logits.t().mm(xs));
+                    gradWeight.PlusInPlace(logits.t().mm(xs));
             }
             if (gradBias is not null)
-                gradBias.add_(logits.sum(0L, type: accumulation));
+                gradBias.PlusInPlace(logits.sum(0L, type: accumulation));
         }
         if (gradWeight is not null && gradWeight.dtype != weight.dtype)
             gradWeight = Cast(gradWeight, weight.dtype);
         if (gradBias is not null && gradBias.dtype != bias!.dtype)
             gradBias = Cast(gradBias, bias.dtype);
         if (nll)
-            loss.add_(ScalarArithmetic.Times(nllLoss, options.Alpha));
+            loss.PlusInPlace(ScalarArithmetic.Times(nllLoss, options.Alpha));
         return new Result(loss, logProbs, rewards, logitsSum, counts, nllLoss, extraSums,
             gradHidden?.view(hidden.shape), gradWeight, gradBias);
     }

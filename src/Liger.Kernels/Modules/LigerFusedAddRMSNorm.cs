@@ -1,4 +1,5 @@
 using Liger.Kernels.Ops;
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ public sealed class LigerFusedAddRMSNorm : nn.Module<Tensor, Tensor, (Tensor Out
         Eps = eps;
         Offset = offset;
         CastingMode = castingMode;
-        weight = new Parameter(full(hiddenSize, initValue, dtype: dtype, device: device));
+        weight = new Parameter(ScalarArithmetic.Full([hiddenSize], initValue, dtype, device));
         RegisterComponents();
     }
 

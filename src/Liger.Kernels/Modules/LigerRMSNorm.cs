@@ -1,4 +1,5 @@
 using Liger.Kernels.Ops;
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -34,7 +35,7 @@ public class LigerRMSNorm : nn.Module<Tensor, Tensor>
         Offset = offset;
         CastingMode = castingMode;
         InPlaceBackward = inPlaceBackward;
-        weight = new Parameter(full(hiddenSize, initValue, dtype: dtype, device: device));
+        weight = new Parameter(ScalarArithmetic.Full([hiddenSize], initValue, dtype, device));
         RegisterComponents();
     }
 

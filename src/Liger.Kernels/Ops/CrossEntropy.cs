@@ -202,7 +202,7 @@ public static class CrossEntropyOp
     {
         using var scope = NewDisposeScope();
         var flat = target.reshape(-1);
-        var bad = (flat.ne(ignoreIndex) & (flat.lt(0) | flat.ge(vocab))).nonzero();
+        var bad = (flat.NotEqualTo(ignoreIndex) & (flat.LessThan(0) | flat.LessThan(vocab).logical_not())).nonzero();
         if (bad.shape[0] > 0)
         {
             long at = bad[0, 0].item<long>();
@@ -256,7 +256,7 @@ public static class CrossEntropyOp
                 var correct = predicted.eq(targets).to(ScalarType.Float32);
                 extras.TokenAccuracy = options.Reduction == CrossEntropyReduction.None
                     ? correct.view(tokenShape)
-                    : correct.sum() / totals[CrossEntropyKernels.TotalCount].clamp_min(1f);
+                    : correct.sum() / totals[CrossEntropyKernels.TotalCount].AtLeast(1.0);
             }
         }
         return loss;
@@ -366,7 +366,7 @@ public static class CrossEntropyOp
         // A row once scaled by 0 stays 0: a later, different incoming gradient cannot restore it.
         using var ratio = incoming / applied;
         using var same = incoming.eq(applied);
-        var factor = ratio.masked_fill(same, 1f);
+        var factor = ratio.FilledWhere(same, 1.0);
         applied.copy_(incoming);
         return factor;
     }

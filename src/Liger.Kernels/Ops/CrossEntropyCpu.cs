@@ -80,7 +80,7 @@ internal static class CrossEntropyCpu
         if (!perRow)
         {
             if (f[0] != 1f)
-                rows.mul_(f[0]);
+                rows.TimesInPlace(f[0]);
             return;
         }
         if (f.All(v => v == 1f))

@@ -269,7 +269,7 @@ public static class FusedAddRmsNormOp
     internal static (Tensor Y, Tensor H, Tensor Rstd) ForwardTorch(Tensor x, Tensor residual, Tensor weight, double eps,
         double offset, RmsNormCastingMode mode)
     {
-        var h = residual + x;
+        var h = residual.Plus(x);
         var (y, rstd) = RmsNormOp.ForwardTorch(h, weight, eps, offset, mode);
         return (y, h, rstd);
     }
@@ -279,7 +279,7 @@ public static class FusedAddRmsNormOp
     {
         var (dh, dw) = RmsNormOp.BackwardTorch(dy, h, weight, rstd, offset, mode, inPlace: false);
         if (dResidualOut is not null)
-            dh.add_(dResidualOut); // dh is RMSNorm's fresh result: adding in place rounds as eager's sum of h's two gradients
+            dh.PlusInPlace(dResidualOut); // dh is RMSNorm's fresh result: adding in place rounds as eager's sum of h's two gradients
         return (dh, dw);
     }
 }

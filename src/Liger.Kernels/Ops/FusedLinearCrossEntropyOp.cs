@@ -129,13 +129,13 @@ public static class FusedLinearCrossEntropyOp
                 else
                 {
                     using var product = logitsT.mm(xs);
-                    gradWeight.add_(product);
+                    gradWeight.PlusInPlace(product);
                 }
             }
             if (gradBias is not null)
             {
                 using var column = logits.sum(0L, type: accumulation);
-                gradBias.add_(column);
+                gradBias.PlusInPlace(column);
             }
         }
         if (gradWeight is not null && gradWeight.dtype != weight.dtype)

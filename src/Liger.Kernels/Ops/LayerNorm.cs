@@ -284,7 +284,7 @@ public static class LayerNormOp
         var rstd = rsqrt(centered.Squared().mean([-1L]).Plus(eps));
         var yf = centered * rstd.unsqueeze(-1) * weight.to(ScalarType.Float32);
         if (bias is not null)
-            yf = yf + bias.to(ScalarType.Float32);
+            yf = yf.Plus(bias.to(ScalarType.Float32));
         return (yf.to(x.dtype).MoveToOuterDisposeScope(), mean.MoveToOuterDisposeScope(), rstd.MoveToOuterDisposeScope());
     }
 
@@ -297,7 +297,7 @@ public static class LayerNormOp
         var wdy = dy.to(ScalarType.Float32) * weight.to(ScalarType.Float32);
         var c1 = (wdy * xhat).mean([-1L], keepdim: true);
         var c2 = wdy.mean([-1L], keepdim: true);
-        var dx = ((wdy - (xhat * c1 + c2)) * r).to(x.dtype);
+        var dx = ((wdy - (xhat * c1).Plus(c2)) * r).to(x.dtype);
         var (dw, db) = ParameterGradsTorch(dy, x, mean, rstd, hasBias);
         return (dx.MoveToOuterDisposeScope(), dw.MoveToOuterDisposeScope(), db?.MoveToOuterDisposeScope());
     }

@@ -126,7 +126,7 @@ internal sealed class RmsNormLinearsAutograd : autograd.MultiTensorFunction<RmsN
             else
             {
                 using var term = dy.mm(weight);
-                dNormed.add_(term);
+                dNormed.PlusInPlace(term);
             }
         }
         normed.Dispose();

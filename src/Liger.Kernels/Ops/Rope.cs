@@ -415,11 +415,11 @@ public static class RopeOp
         var (c, s) = (cos.unsqueeze(1), sin.unsqueeze(1)); // broadcast over heads
         Tensor rotated;
         if (!backward)
-            rotated = x * c + cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1) * s;
+            rotated = (x * c).Plus(cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1) * s);
         else
         {
             var t = x * s;
-            rotated = x * c + cat([t.narrow(-1, half, half), -t.narrow(-1, 0, half)], -1);
+            rotated = (x * c).Plus(cat([t.narrow(-1, half, half), -t.narrow(-1, 0, half)], -1));
         }
         (rotary == output.shape[3] ? output : output.narrow(-1, 0, rotary)).copy_(rotated);
     }

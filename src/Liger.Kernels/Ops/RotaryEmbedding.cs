@@ -25,8 +25,8 @@ public static class RotaryEmbedding
         using var scope = NewDisposeScope();
         // As Hugging Face: int64 arange, to float32, divided by R; base ** exponent (torch.pow of a scalar
         // base runs the tensor-tensor kernel on the base as float32); 1.0 / x, which torch computes as reciprocal.
-        var exponent = Ranges.Int64(0, rotaryDim, 2, device).to(ScalarType.Float32) / rotaryDim;
-        return full_like(exponent, theta).pow(exponent).reciprocal().MoveToOuterDisposeScope();
+        var exponent = Ranges.Int64(0, rotaryDim, 2, device).to(ScalarType.Float32).DividedBy(rotaryDim);
+        return ScalarArithmetic.FullLike(exponent, theta).pow(exponent).reciprocal().MoveToOuterDisposeScope();
     }
 
     /// <summary>(cos, sin) of shape (B, T, R) from position ids (B, T), or (1, T, R) from (T).</summary>
@@ -66,7 +66,7 @@ public static class RotaryEmbedding
         var emb = cat([freqs, freqs], -1);
         var (cos, sin) = (emb.cos(), emb.sin());
         if (attentionScaling != 1.0)
-            (cos, sin) = (cos * attentionScaling, sin * attentionScaling);
+            (cos, sin) = (cos.Times(attentionScaling), sin.Times(attentionScaling));
         return (cos.to(dtype).MoveToOuterDisposeScope(), sin.to(dtype).MoveToOuterDisposeScope());
     }
 }

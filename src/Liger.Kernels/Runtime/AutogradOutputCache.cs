@@ -16,6 +16,8 @@ namespace Liger.Kernels.Runtime;
 /// reflection on the node's private field. If a future TorchSharp renames the field, <see cref="Supported"/>
 /// turns false (a test watches it) and the ops still work, holding the extra buffers.
 /// </remarks>
+// The one place allowed to reflect on TorchSharp's private fields (BannedSymbols.txt bans Type.GetField with BindingFlags).
+#pragma warning disable RS0030
 internal static class AutogradOutputCache
 {
     private static readonly FieldInfo? NodeField =

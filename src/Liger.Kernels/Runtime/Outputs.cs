@@ -16,7 +16,7 @@ internal static class Outputs
     {
         var tensor = torch.empty(shape, dtype: dtype, device: device);
         if (Poison)
-            tensor.fill_(float.NaN);
+            tensor.FillInPlace(double.NaN);
         return tensor;
     }
 

@@ -14,7 +14,7 @@ public static class Ranges
     /// <summary>[start, stop) by step, int64, on <paramref name="device"/>.</summary>
     public static Tensor Int64(long start, long stop, long step = 1, Device? device = null)
     {
-        using Scalar first = start, end = stop, stride = step;
+        using Scalar first = start.ToScalar(), end = stop.ToScalar(), stride = step.ToScalar();
         return arange(first, end, stride, dtype: ScalarType.Int64, device: device);
     }
 }

@@ -98,7 +98,7 @@ internal sealed unsafe class MpiCollectives : Collectives
         if (divisor != 1)
         {
             using var _ = no_grad();
-            tensor.div_(divisor);
+            global::Liger.Kernels.Runtime.ScalarArithmetic.DividedByInPlace(tensor, divisor);
         }
     }
 

@@ -89,7 +89,7 @@ public sealed partial class CausalLM : nn.Module
         foreach (var (name, parameter) in named_parameters())
         {
             if (name.EndsWith("norm.weight", StringComparison.Ordinal) || name.EndsWith("layernorm.weight", StringComparison.Ordinal))
-                parameter.fill_(Family.GemmaNorm ? 0.0 : 1.0);
+                parameter.FillInPlace(Family.GemmaNorm ? 0.0 : 1.0);
             else if (name.EndsWith(".bias", StringComparison.Ordinal))
                 parameter.zero_();
             else
@@ -114,7 +114,7 @@ public sealed partial class CausalLM : nn.Module
         var (hidden, aux) = Decode(input);
         var (loss, logits) = LossAndLogits(hidden, input);
         if (aux is not null && loss is not null)
-            loss = loss + Config.RouterAuxLossCoef * aux.to(loss.device);
+            loss = loss.Plus(aux.to(loss.device).Times(Config.RouterAuxLossCoef));
         return new CausalLMOutput(loss?.MoveToOuterDisposeScope(), logits?.MoveToOuterDisposeScope(), aux?.MoveToOuterDisposeScope());
     }
 
@@ -240,7 +240,7 @@ public sealed partial class CausalLM : nn.Module
                 // Only the positions that have a target go through lm_head: in supervised fine-tuning most
                 // positions are prompt (label -100), and they add nothing to the loss or the gradients. Finding
                 // them reads the labels on the host, free on the CPU; on a GPU it would cost a synchronisation.
-                var kept = shifted.ne(-100L).nonzero().squeeze(1);
+                var kept = shifted.NotEqualTo(-100L).nonzero().squeeze(1);
                 if (kept.shape[0] > 0 && kept.shape[0] < shifted.shape[0])
                 {
                     flat = flat.index_select(0, kept);
@@ -248,7 +248,7 @@ public sealed partial class CausalLM : nn.Module
                 }
             }
             if (Config.LogitsScaling is double s && s != 1.0)
-                flat = flat / s; // (W h) / s as W (h / s): the fused loss never forms W h
+                flat = flat.DividedBy(s); // (W h) / s as W (h / s): the fused loss never forms W h
             loss = LigerFusedLinearCrossEntropyFunction.Apply(flat, LmHeadWeight, shifted, null, new FusedLinearCrossEntropyOptions
             {
                 CrossEntropy = new CrossEntropyOptions { Softcap = Config.FinalLogitSoftcapping, Reduction = reduction },
@@ -267,7 +267,7 @@ public sealed partial class CausalLM : nn.Module
                 logits = null;
         }
         if (input.NumItemsInBatch is long items)
-            loss = loss / items;
+            loss = loss.DividedBy(items);
         return (loss, logits);
     }
 

@@ -110,7 +110,7 @@ public static class Generation
                 });
                 var logits = output.Logits![.., -1, ..].to(ScalarType.Float32);
                 var token = options.DoSample ? Sample(logits, options, generator) : logits.argmax(-1);
-                token = where(unfinished, token, full_like(token, pad));
+                token = where(unfinished, token, ScalarArithmetic.FullLike(token, pad));
                 sequences = cat([sequences, token.unsqueeze(1)], 1);
                 if (stops.Count > 0)
                     unfinished = unfinished.logical_and(isin(token, stopIds).logical_not());
@@ -144,7 +144,7 @@ public static class Generation
     internal static Tensor Sample(Tensor logits, GenerationOptions options, Generator? generator)
     {
         using var scope = NewDisposeScope();
-        var scores = options.Temperature == 1.0 ? logits : logits / options.Temperature;
+        var scores = options.Temperature == 1.0 ? logits : logits.DividedBy(options.Temperature);
         if (options.TopK > 0 && options.TopK < scores.shape[^1])
         {
             var kth = scores.topk(options.TopK, -1).values[.., -1].unsqueeze(1);
@@ -156,7 +156,7 @@ public static class Generation
             // likely token always stays.
             var (sorted, order) = scores.sort(-1, descending: false);
             var cumulative = sorted.softmax(-1).cumsum(-1);
-            var drop = cumulative <= 1 - options.TopP;
+            var drop = cumulative.LessOrEqual(1 - options.TopP);
             drop[.., -1] = tensor(false);
             scores = scores.FilledWhere(drop.scatter(-1, order, drop), double.NegativeInfinity);
         }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using System.Text.Json.Nodes;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -39,7 +40,7 @@ public sealed record RopeParameters
         var invFreq = RotaryEmbedding.InverseFrequencies(RotaryDim(headDim), Theta, device);
         var scaled = RopeType switch
         {
-            "linear" => invFreq / Factor,
+            "linear" => invFreq.DividedBy(Factor),
             "llama3" => Llama3(invFreq),
             _ => invFreq,
         };
@@ -52,11 +53,11 @@ public sealed record RopeParameters
     {
         double lowFreqWavelen = OriginalMaxPositionEmbeddings / LowFreqFactor;
         double highFreqWavelen = OriginalMaxPositionEmbeddings / HighFreqFactor;
-        var wavelen = 2 * Math.PI / invFreq;
-        var llama = where(wavelen > lowFreqWavelen, invFreq / Factor, invFreq);
-        var smooth = (OriginalMaxPositionEmbeddings / wavelen - LowFreqFactor) / (HighFreqFactor - LowFreqFactor);
-        var smoothed = (1 - smooth) * llama / Factor + smooth * llama;
-        var medium = (wavelen < highFreqWavelen).logical_not().logical_and((wavelen > lowFreqWavelen).logical_not());
+        var wavelen = ScalarArithmetic.Over(2 * Math.PI, invFreq);
+        var llama = where(wavelen.GreaterThan(lowFreqWavelen), invFreq.DividedBy(Factor), invFreq);
+        var smooth = ScalarArithmetic.Over(OriginalMaxPositionEmbeddings, wavelen).Minus(LowFreqFactor).DividedBy(HighFreqFactor - LowFreqFactor);
+        var smoothed = (smooth.SubtractedFrom(1) * llama).DividedBy(Factor).Plus(smooth * llama);
+        var medium = wavelen.LessThan(highFreqWavelen).logical_not().logical_and(wavelen.GreaterThan(lowFreqWavelen).logical_not());
         return where(medium, smoothed, llama);
     }
 

@@ -72,7 +72,7 @@ internal sealed class PreferenceMetrics
         var v = value.detach().to(ScalarType.Float64);
         if (sums.TryGetValue(name, out var entry))
         {
-            entry.Sum.add_(v);
+            entry.Sum.PlusInPlace(v);
             sums[name] = (entry.Sum, entry.Count + count);
         }
         else

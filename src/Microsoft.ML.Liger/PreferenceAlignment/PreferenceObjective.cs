@@ -70,7 +70,7 @@ internal sealed class PreferenceObjective : ITrainingObjective<PreferenceBatch>
                 if (options.MaxEvalBatches is int max && taken++ >= max)
                     break;
                 using var scope = NewDisposeScope();
-                sum.add_(Loss(batch, PreferenceDataSet.Validation, metrics).to(ScalarType.Float64).Times(batch.Units));
+                sum.PlusInPlace(Loss(batch, PreferenceDataSet.Validation, metrics).to(ScalarType.Float64).Times(batch.Units));
                 units += batch.Units;
             }
             double loss = units == 0 ? double.NaN : sum.item<double>() / units;
@@ -107,7 +107,7 @@ internal sealed class PreferenceObjective : ITrainingObjective<PreferenceBatch>
             loss = result.Loss;
         }
         if (aux is not null)
-            loss = loss + aux.to(loss.device).Times(policy.Config.RouterAuxLossCoef);
+            loss = loss.Plus(aux.to(loss.device).Times(policy.Config.RouterAuxLossCoef));
         return loss;
     }
 

@@ -178,7 +178,7 @@ internal sealed class TrainingLoop
                     // Each rank computes its rows' share of the whole step's loss (normalised over every rank's rows).
                     var mine = parallel is null ? batch : parallel.Shard(plan, batch);
                     if (mine is not null)
-                        stepLoss.add_(objective.Backward(mine, batches));
+                        global::Liger.Kernels.Runtime.ScalarArithmetic.PlusInPlace(stepLoss, objective.Backward(mine, batches));
                     long inputs = objective.InputTokens(batch);
                     intervalTokens += inputs;
                     tokens += inputs;

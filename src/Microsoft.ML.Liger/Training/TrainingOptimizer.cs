@@ -83,7 +83,7 @@ internal sealed partial class TrainingOptimizer : ICheckpointedOptimizer
         {
             foreach (var group in optimizer.ParamGroups)
                 group.LearningRate = learningRate;
-            optimizer.step();
+            AdamWStep.Apply(optimizer);
         }
         using (no_grad())
         {

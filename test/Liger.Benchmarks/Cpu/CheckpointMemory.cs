@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.InteropServices;
@@ -37,7 +38,7 @@ internal static partial class CheckpointMemory
         var stack = Enumerable.Range(0, layers).Select(_ => new DecoderLayer(hidden, heads, inner)).ToArray();
         var rotary = new LigerRotaryEmbedding(hidden / heads);
         var x = randn(batch, seq, hidden);
-        var (cos, sin) = rotary.forward(x, arange(seq, dtype: ScalarType.Int64).unsqueeze(0).expand(batch, -1).contiguous());
+        var (cos, sin) = rotary.forward(x, Ranges.Int64(0, seq).unsqueeze(0).expand(batch, -1).contiguous());
         var weights = randn(batch, seq, hidden);
         Console.WriteLine($"{layers} decoder layers (RMSNorm, q/k/v/o, RoPE, causal SDPA, RMSNorm, SwiGLU MLP), " +
             $"batch {batch}, seq {seq}, hidden {hidden}, heads {heads}, intermediate {inner}, fp32, {get_num_threads()} threads");
@@ -108,8 +109,8 @@ internal static partial class CheckpointMemory
             Tensor Heads(Linear proj) => proj.forward(h).view(b, t, heads, headDim).transpose(1, 2);
             var (q, k) = LigerRotaryPosEmb.Apply(Heads(q_proj), Heads(k_proj), cos, sin);
             var attention = nn.functional.scaled_dot_product_attention(q, k, Heads(v_proj), is_casual: true);
-            var attended = x + o_proj.forward(attention.transpose(1, 2).reshape(b, t, heads * headDim));
-            return (attended + mlp.forward(post_attention_layernorm.forward(attended))).MoveToOuterDisposeScope();
+            var attended = x.Plus(o_proj.forward(attention.transpose(1, 2).reshape(b, t, heads * headDim)));
+            return (attended.Plus(mlp.forward(post_attention_layernorm.forward(attended)))).MoveToOuterDisposeScope();
         }
     }
 

@@ -35,8 +35,8 @@ public class FusedAddRmsNormCpuBenchmarks
     public void Eager()
     {
         using var scope = NewDisposeScope();
-        var h = residual + x;
-        var y = h * rsqrt(h.square().mean([-1L], keepdim: true) + 1e-6) * weight;
+        var h = residual.Plus(x);
+        var y = h * rsqrt(h.Squared().mean([-1L], keepdim: true).Plus(1e-6)) * weight;
         autograd.grad([y, h], [x, residual, weight], [dy, dh]);
     }
 

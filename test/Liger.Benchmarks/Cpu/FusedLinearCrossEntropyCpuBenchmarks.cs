@@ -24,7 +24,7 @@ public class FusedLinearCrossEntropyCpuBenchmarks
         CpuThreads.Pin();
         manual_seed(0);
         hidden = randn(Tokens, Hidden).requires_grad_();
-        weight = (randn(Vocab, Hidden) / 16).requires_grad_();
+        weight = (randn(Vocab, Hidden).DividedBy(16)).requires_grad_();
         target = randint(0, Vocab, [Tokens], dtype: ScalarType.Int64);
     }
 

@@ -43,7 +43,7 @@ public class RmsNormCpuBenchmarks
     public void Eager()
     {
         using var scope = NewDisposeScope();
-        var y = x * rsqrt(x.square().mean([-1L], keepdim: true) + 1e-6) * weight;
+        var y = x * rsqrt(x.Squared().mean([-1L], keepdim: true).Plus(1e-6)) * weight;
         autograd.grad([y], [x, weight], [dy]);
     }
 

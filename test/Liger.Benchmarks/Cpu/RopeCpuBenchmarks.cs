@@ -30,7 +30,7 @@ public class RopeCpuBenchmarks
         manual_seed(0);
         qLeaf = randn(Batch, Seq, QHeads * HeadDim).requires_grad_();
         kLeaf = randn(Batch, Seq, KvHeads * HeadDim).requires_grad_();
-        (cos, sin) = RotaryEmbedding.CosSin(arange(Seq, dtype: ScalarType.Int64), HeadDim, 500000.0);
+        (cos, sin) = RotaryEmbedding.CosSin(Ranges.Int64(0, Seq), HeadDim, 500000.0);
         // (B, T, H, D) in memory, as attention's backward leaves them
         dq = randn(Batch, Seq, QHeads, HeadDim).transpose(1, 2);
         dk = randn(Batch, Seq, KvHeads, HeadDim).transpose(1, 2);
@@ -45,8 +45,8 @@ public class RopeCpuBenchmarks
         using var scope = NewDisposeScope();
         var (c, s) = (cos.unsqueeze(1), sin.unsqueeze(1));
         var (q, k) = (Q, K);
-        var qe = q * c + RotateHalf(q) * s;
-        var ke = k * c + RotateHalf(k) * s;
+        var qe = (q * c).Plus(RotateHalf(q) * s);
+        var ke = (k * c).Plus(RotateHalf(k) * s);
         autograd.grad([qe, ke], [qLeaf, kLeaf], [dq, dk]);
     }
 

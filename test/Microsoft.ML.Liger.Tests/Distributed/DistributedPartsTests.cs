@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Training;
 using TorchSharp;
@@ -127,7 +128,7 @@ public sealed class DistributedPartsTests
         Assert.AreEqual(2, buckets.Count, "buckets of at most 1200 floats: [300, 7] and [1000, 45]");
         buckets.AllReduce();
         for (int i = 0; i < 3; i++)
-            Assert.IsTrue(parameters[i].grad!.allclose(grads[i] * 2), $"gradient {i} summed");
+            Assert.IsTrue(parameters[i].grad!.allclose(grads[i].Times(2)), $"gradient {i} summed");
         Assert.IsNull(parameters[3].grad, "a parameter no rank reached keeps no gradient");
         Assert.AreEqual(2, two.Calls, "one collective per bucket");
     }
@@ -164,7 +165,7 @@ public sealed class DistributedPartsTests
         {
             Calls++;
             if (operation == ReduceOperation.Sum)
-                tensor.mul_(ranks);
+                tensor.TimesInPlace(ranks);
         }
 
         public override void Broadcast(Tensor tensor, int root) { }

@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.Training;
 using Microsoft.ML.Liger.Models;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -126,7 +127,7 @@ public sealed class ConvergenceTests
             using var output = model.Forward(new CausalLMInput { InputIds = ids, Labels = ids });
             output.Loss!.backward();
             losses[step] = output.Loss.item<float>();
-            optimizer.step();
+            AdamWStep.Apply(optimizer);
         }
         finalParameters = model.named_parameters().ToDictionary(p => p.name, p => p.parameter.detach().to(ScalarType.Float32, CPU).clone());
         return losses;

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
@@ -98,7 +99,7 @@ public sealed class GenerationTests
         double[] Frequencies(GenerationOptions o)
         {
             var draws = Generation.Sample(logits, o, generator);
-            return Enumerable.Range(0, 4).Select(t => draws.eq(t).sum().item<long>() / 40000.0).ToArray();
+            return Enumerable.Range(0, 4).Select(t => draws.EqualTo(t).sum().item<long>() / 40000.0).ToArray();
         }
         void Expect(double[] expected, double[] actual, string what)
         {

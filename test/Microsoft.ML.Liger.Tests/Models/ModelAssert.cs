@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
@@ -22,7 +23,7 @@ internal static class Batches
             mask[batch - 1, (length - padLast)..] = tensor(0L);
             ids[batch - 1, (length - padLast)..] = tensor(0L);
         }
-        var labels = ids.masked_fill(mask.eq(0), -100L);
+        var labels = ids.FilledWhere(mask.EqualTo(0), -100L);
         return new Batch(new CausalLMInput { InputIds = ids, AttentionMask = padLast > 0 ? mask : null, Labels = labels }, mask);
     }
 }

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
 
 namespace Microsoft.ML.Liger.Tests.Models;
@@ -78,6 +79,6 @@ internal static class TinyModels
         var generator = new TorchSharp.torch.Generator((ulong)seed);
         using var noGrad = TorchSharp.torch.no_grad();
         foreach (var (_, parameter) in model.named_parameters())
-            parameter.copy_(TorchSharp.torch.randn(parameter.shape, generator: generator) * std);
+            parameter.copy_(TorchSharp.torch.randn(parameter.shape, generator: generator).Times(std));
     }
 }

@@ -38,7 +38,7 @@ public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
         var allowed = keyPositions <= queryPositions;
         if (slidingWindow is long window)
         {
-            using Scalar limit = window; // kept alive through the native call (see ScalarArithmetic)
+            using Scalar limit = window.ToScalar(); // kept alive through the native call (see ScalarArithmetic)
             allowed = allowed.logical_and((queryPositions - keyPositions).lt(limit));
         }
         allowed = allowed.unsqueeze(0).unsqueeze(0); // (1, 1, T, S)

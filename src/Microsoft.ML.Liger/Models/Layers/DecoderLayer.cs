@@ -91,5 +91,5 @@ public sealed class DecoderLayer : nn.Module
     }
 
     private Tensor Residual(Tensor residual, Tensor update) =>
-        residualMultiplier is double m ? residual + update.Times(m) : residual + update;
+        residualMultiplier is double m ? residual.Plus(update.Times(m)) : residual.Plus(update);
 }

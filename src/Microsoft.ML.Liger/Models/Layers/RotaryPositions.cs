@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -53,7 +54,7 @@ internal sealed class RotaryPositions : IDisposable
         if (style == RopeStyle.RotateHalf)
         {
             var halves = rotating.chunk(2, -1);
-            rotated = rotating * cos + cat([-halves[1], halves[0]], -1) * sin;
+            rotated = (rotating * cos).Plus(cat([-halves[1], halves[0]], -1) * sin);
         }
         else
         {
@@ -61,7 +62,7 @@ internal sealed class RotaryPositions : IDisposable
             sin = sin[.., .., .., ..(int)(r / 2)].repeat_interleave(2, -1);
             var even = rotating[.., .., .., TensorIndex.Slice(0, null, 2)];
             var odd = rotating[.., .., .., TensorIndex.Slice(1, null, 2)];
-            rotated = rotating * cos + stack([-odd, even], -1).flatten(-2) * sin;
+            rotated = (rotating * cos).Plus(stack([-odd, even], -1).flatten(-2) * sin);
         }
         var result = r == x.shape[^1] ? rotated : cat([rotated, x[.., .., .., (int)r..]], -1);
         return result.MoveToOuterDisposeScope();

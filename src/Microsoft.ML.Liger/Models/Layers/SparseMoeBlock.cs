@@ -54,7 +54,7 @@ public sealed class SparseMoeBlock : nn.Module
                 continue;
             var (slot, token) = (where[.., 0], where[.., 1]);
             var expertOut = experts[e].forward(tokens.index_select(0, token)) * weights[token, slot].unsqueeze(-1);
-            output = output.index_add(0, token, expertOut.to(x.dtype), 1);
+            output = output.IndexAdded(0, token, expertOut.to(x.dtype));
         }
         return (output.reshape(batch, length, hidden).MoveToOuterDisposeScope(), routerLogits.MoveToOuterDisposeScope());
     }

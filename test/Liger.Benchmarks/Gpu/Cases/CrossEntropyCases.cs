@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -20,7 +21,7 @@ internal static partial class GpuBenchmark
         var logits = logits0.clone().requires_grad_();
         // A tenth of the tokens ignored, as padding and prompt tokens are in fine-tuning.
         var target = randint(0, vocab, [rows], dtype: ScalarType.Int64, device: CUDA);
-        target.masked_fill_(rand(rows, device: CUDA) < 0.1, -100);
+        target.FillWhereInPlace(rand(rows, device: CUDA).LessThan(0.1), -100);
         // Liger writes the gradient over the logits (as the reference does); they are restored between
         // runs, outside the timed region.
         return new GpuCaseState(

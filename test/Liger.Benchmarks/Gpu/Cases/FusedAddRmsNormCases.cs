@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -18,15 +19,15 @@ internal static partial class GpuBenchmark
     {
         var x = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
         var residual = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
-        var w = (1 + 0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16).requires_grad_();
+        var w = (randn(hidden, device: CUDA).Times(0.1).Plus(1)).to(ScalarType.BFloat16).requires_grad_();
         var dy = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
         var dh = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
         (Tensor Y, Tensor H) Eager()
         {
             // a decoder layer's residual add, then Hugging Face's LlamaRMSNorm, op for op
-            var h = residual + x;
+            var h = residual.Plus(x);
             var hf = h.to(ScalarType.Float32);
-            return (w * (hf * rsqrt(hf.pow(2).mean([-1L], keepdim: true) + 1e-6)).to(ScalarType.BFloat16), h);
+            return (w * (hf * rsqrt(hf.Squared().mean([-1L], keepdim: true).Plus(1e-6))).to(ScalarType.BFloat16), h);
         }
         (Tensor Y, Tensor H) Liger() => LigerFusedAddRMSNormFunction.Apply(x, residual, w, 1e-6);
         // Both outputs get a gradient, as in a decoder stack (h feeds the next layer's residual).

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -17,10 +18,10 @@ internal static partial class GpuBenchmark
 
     private static GpuCaseState FusedLinearCrossEntropyCase(long tokens, long size, long vocab)
     {
-        var hidden = (randn(tokens, size, dtype: ScalarType.BFloat16, device: CUDA) / 4).requires_grad_();
-        var weight = (randn(vocab, size, dtype: ScalarType.BFloat16, device: CUDA) / 64).requires_grad_();
+        var hidden = (randn(tokens, size, dtype: ScalarType.BFloat16, device: CUDA).DividedBy(4)).requires_grad_();
+        var weight = (randn(vocab, size, dtype: ScalarType.BFloat16, device: CUDA).DividedBy(64)).requires_grad_();
         var target = randint(0, vocab, [tokens], dtype: ScalarType.Int64, device: CUDA);
-        target.masked_fill_(rand(tokens, device: CUDA) < 0.1, -100);
+        target.FillWhereInPlace(rand(tokens, device: CUDA).LessThan(0.1), -100);
         // Eager as Hugging Face's causal LMs compute the loss (and as the anchor measured it): bf16 logits,
         // upcast to float32 for the cross-entropy.
         Tensor[] Eager()

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -17,8 +18,8 @@ internal static partial class GpuBenchmark
     private static GpuCaseState LayerNormCase(long rows, long hidden)
     {
         var x = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
-        var w = (1 + 0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16).requires_grad_();
-        var b = (0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16).requires_grad_();
+        var w = (randn(hidden, device: CUDA).Times(0.1).Plus(1)).to(ScalarType.BFloat16).requires_grad_();
+        var b = (randn(hidden, device: CUDA).Times(0.1)).to(ScalarType.BFloat16).requires_grad_();
         var dy = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
         Tensor Eager() => nn.functional.layer_norm(x, [hidden], w, b, 1e-5);
         Tensor Liger() => LigerLayerNormFunction.Apply(x, w, b, 1e-5);

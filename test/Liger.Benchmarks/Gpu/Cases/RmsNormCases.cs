@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -21,14 +22,14 @@ internal static partial class GpuBenchmark
     private static GpuCaseState RmsNormCase(long rows, long hidden)
     {
         var x = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
-        var w = (1 + 0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16).requires_grad_();
+        var w = (randn(hidden, device: CUDA).Times(0.1).Plus(1)).to(ScalarType.BFloat16).requires_grad_();
         var dy = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
         Tensor EagerForward()
         {
             // Hugging Face's LlamaRMSNorm, op for op
             var xf = x.to(ScalarType.Float32);
-            var variance = xf.pow(2).mean([-1L], keepdim: true);
-            return w * (xf * rsqrt(variance + 1e-6)).to(ScalarType.BFloat16);
+            var variance = xf.Squared().mean([-1L], keepdim: true);
+            return w * (xf * rsqrt(variance.Plus(1e-6))).to(ScalarType.BFloat16);
         }
         return new GpuCaseState(
             eager: () => { using var s = NewDisposeScope(); autograd.grad([EagerForward()], [x, w], [dy]); },
@@ -46,14 +47,14 @@ internal static partial class GpuBenchmark
     private static GpuCaseState RmsNormOpsCase(long rows, long hidden, bool backward)
     {
         var x = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
-        var w = (1 + 0.1 * randn(hidden, device: CUDA)).to(ScalarType.BFloat16);
+        var w = (randn(hidden, device: CUDA).Times(0.1).Plus(1)).to(ScalarType.BFloat16);
         var dy = randn(rows, hidden, dtype: ScalarType.BFloat16, device: CUDA);
         return new GpuCaseState(
             eager: () =>
             {
                 using var s = NewDisposeScope();
                 var xf = x.to(ScalarType.Float32);
-                var y = w * (xf * rsqrt(xf.pow(2).mean([-1L], keepdim: true) + 1e-6)).to(ScalarType.BFloat16);
+                var y = w * (xf * rsqrt(xf.Squared().mean([-1L], keepdim: true).Plus(1e-6))).to(ScalarType.BFloat16);
             },
             liger: () =>
             {

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -27,7 +28,7 @@ internal static partial class GpuBenchmark
         const long B = 1;
         var qLeaf = randn(B, seq, qHeads * headDim, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
         var kLeaf = randn(B, seq, kvHeads * headDim, dtype: ScalarType.BFloat16, device: CUDA).requires_grad_();
-        var (cos, sin) = RotaryEmbedding.CosSin(arange(seq, dtype: ScalarType.Int64, device: CUDA), headDim, 500000.0, ScalarType.BFloat16);
+        var (cos, sin) = RotaryEmbedding.CosSin(Ranges.Int64(0, seq, device: CUDA), headDim, 500000.0, ScalarType.BFloat16);
         var (cosHeads, sinHeads) = (cos.unsqueeze(1), sin.unsqueeze(1));
         // Upstream gradients laid out (B, T, H, D), as attention's backward produces them.
         var dq0 = randn(B, seq, qHeads, headDim, dtype: ScalarType.BFloat16, device: CUDA);
@@ -46,8 +47,8 @@ internal static partial class GpuBenchmark
         {
             var (q, k) = (Heads(qLeaf, qHeads), Heads(kLeaf, kvHeads));
             // Hugging Face's apply_rotary_pos_emb, op for op
-            var qe = q * cosHeads + RotateHalf(q) * sinHeads;
-            var ke = k * cosHeads + RotateHalf(k) * sinHeads;
+            var qe = (q * cosHeads).Plus(RotateHalf(q) * sinHeads);
+            var ke = (k * cosHeads).Plus(RotateHalf(k) * sinHeads);
             return autograd.grad([qe, ke], [qLeaf, kLeaf], [gq, gk]);
         }
         IList<Tensor> Liger(Tensor gq, Tensor gk, bool inPlaceBackward)

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Losses;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -23,7 +24,7 @@ internal static class PreferenceEager
     {
         // log odds(y) = log p − log(1 − p), p the length-normalised sequence probability.
         var logOdds = c - r - ((-c.exp()).log1p() - (-r.exp()).log1p());
-        return -o.Beta * nn.functional.logsigmoid(logOdds);
+        return nn.functional.logsigmoid(logOdds).Times(-o.Beta);
     });
 
     internal static PreferenceOutput Dpo(PreferenceInputs x, DpoLossOptions o) =>
@@ -32,18 +33,18 @@ internal static class PreferenceEager
             var margin = c - rc! - (r - rr!);
             return o.LossType switch
             {
-                DpoLossType.Sigmoid => -nn.functional.logsigmoid(o.Beta * margin),
-                DpoLossType.Hinge => (1 - o.Beta * margin).relu(),
-                DpoLossType.Ipo => (margin - 1 / (2 * o.Beta)).square(),
+                DpoLossType.Sigmoid => -nn.functional.logsigmoid(margin.Times(o.Beta)),
+                DpoLossType.Hinge => (margin.Times(o.Beta).SubtractedFrom(1)).relu(),
+                DpoLossType.Ipo => (margin.Minus(1 / (2 * o.Beta))).Squared(),
                 _ => throw new NotSupportedException($"The eager DPO covers sigmoid, hinge and ipo; got {o.LossType}."),
             };
         });
 
     internal static PreferenceOutput Cpo(PreferenceInputs x, CpoLossOptions o) =>
-        Paired(x, o, (c, r, _, _) => SmoothedSigmoid(o.Beta * (c - r), o.LabelSmoothing));
+        Paired(x, o, (c, r, _, _) => SmoothedSigmoid((c - r).Times(o.Beta), o.LabelSmoothing));
 
     internal static PreferenceOutput SimPo(PreferenceInputs x, SimPoLossOptions o) =>
-        Paired(x, o, (c, r, _, _) => SmoothedSigmoid(o.Beta * (c - r) - o.Gamma, o.LabelSmoothing));
+        Paired(x, o, (c, r, _, _) => SmoothedSigmoid((c - r).Times(o.Beta).Minus(o.Gamma), o.LabelSmoothing));
 
     /// <summary>KTO over the batch's sequences: w_d (1 − σ(β(Δ − KL))) if desirable, w_u (1 − σ(β(KL − Δ))) if not; the mean.</summary>
     internal static PreferenceOutput Kto(PreferenceInputs x, KtoLossOptions o)
@@ -53,8 +54,8 @@ internal static class PreferenceEager
         var logProbs = SequenceLogProbs(logits, x.Target, o.AverageLogProb);
         var ratio = logProbs - reference;
         var kl = x.Kl!;
-        var desirable = o.DesirableWeight * (1 - (o.Beta * (ratio - kl)).sigmoid());
-        var undesirable = o.UndesirableWeight * (1 - (o.Beta * (kl - ratio)).sigmoid());
+        var desirable = (((ratio - kl).Times(o.Beta)).sigmoid().SubtractedFrom(1)).Times(o.DesirableWeight);
+        var undesirable = (((kl - ratio).Times(o.Beta)).sigmoid().SubtractedFrom(1)).Times(o.UndesirableWeight);
         var loss = where(x.Labels!, desirable, undesirable).mean();
         // What a trainer logs (TRL): the mean logit, here over the whole batch.
         logits.detach().mean().Dispose();
@@ -63,7 +64,7 @@ internal static class PreferenceEager
 
     /// <summary>−(1 − ε) log σ(z) − ε log σ(−z): CPO's and SimPO's term with label smoothing ε.</summary>
     private static Tensor SmoothedSigmoid(Tensor z, double smoothing) =>
-        -(1 - smoothing) * nn.functional.logsigmoid(z) - smoothing * nn.functional.logsigmoid(-z);
+        nn.functional.logsigmoid(z).Times(-(1 - smoothing)) - nn.functional.logsigmoid(-z).Times(smoothing);
 
     /// <summary>
     /// A paired loss: the per-pair term (chosen, rejected, reference chosen, reference rejected → P losses) averaged over
@@ -81,7 +82,7 @@ internal static class PreferenceEager
             var chosen = logits[..(int)pairs];
             var nll = nn.functional.cross_entropy(chosen.reshape(-1, x.Shape.Vocab), x.Target[..(int)pairs].reshape(-1),
                 ignore_index: PreferenceInputs.IgnoreIndex);
-            loss = loss + o.Alpha * nll;
+            loss = loss.Plus(nll.Times(o.Alpha));
         }
         // What a trainer logs (TRL): the mean logit of the chosen and of the rejected rows.
         logits[..(int)pairs].detach().mean().Dispose();
@@ -103,8 +104,8 @@ internal static class PreferenceEager
     private static Tensor SequenceLogProbs(Tensor logits, Tensor target, bool average)
     {
         using var scope = NewDisposeScope();
-        var predicted = target.ne(PreferenceInputs.IgnoreIndex);
-        var safeTarget = target.masked_fill(predicted.logical_not(), 0);
+        var predicted = target.NotEqualTo(PreferenceInputs.IgnoreIndex);
+        var safeTarget = target.FilledWhere(predicted.logical_not(), 0);
         Tensor tokens;
         // Autograd keeps the log-softmax for its backward; without gradients it goes here.
         using (var logSoftmax = logits.log_softmax(-1))

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -68,18 +69,18 @@ internal sealed class PreferenceInputs : IDisposable
         var (n, t, h, v) = (shape.Rows, shape.Length, shape.Size, shape.Vocab);
         using var scope = NewDisposeScope();
         var hidden = randn(n, t, h, dtype: dtype, device: device);
-        var weight = (randn(v, h, dtype: ScalarType.Float32, device: device) / Math.Sqrt(h)).to(dtype);
-        var biasValue = bias ? (randn(v, dtype: ScalarType.Float32, device: device) * 0.1).to(dtype) : null;
+        var weight = (randn(v, h, dtype: ScalarType.Float32, device: device).DividedBy(Math.Sqrt(h))).to(dtype);
+        var biasValue = bias ? (randn(v, dtype: ScalarType.Float32, device: device).Times(0.1)).to(dtype) : null;
         var target = randint(0, v, [n, t], dtype: ScalarType.Int64, device: device);
-        target.masked_fill_(Unpredicted(n, t, paired, random).to(device), IgnoreIndex);
+        target.FillWhereInPlace(Unpredicted(n, t, paired, random).to(device), IgnoreIndex);
         return new PreferenceInputs(shape, hidden.requires_grad_().MoveToOuterDisposeScope(), weight.requires_grad_().MoveToOuterDisposeScope(),
             biasValue?.requires_grad_().MoveToOuterDisposeScope(), target.MoveToOuterDisposeScope())
         {
-            ReferenceHidden = reference ? (hidden.detach() + 0.1 * randn_like(hidden)).MoveToOuterDisposeScope() : null,
-            ReferenceWeight = reference ? (weight.detach() + 0.1 / Math.Sqrt(h) * randn_like(weight)).MoveToOuterDisposeScope() : null,
-            ReferenceBias = reference && biasValue is not null ? (biasValue.detach() + 0.01 * randn_like(biasValue)).MoveToOuterDisposeScope() : null,
+            ReferenceHidden = reference ? (hidden.detach().Plus(randn_like(hidden).Times(0.1))).MoveToOuterDisposeScope() : null,
+            ReferenceWeight = reference ? (weight.detach().Plus(randn_like(weight).Times(0.1 / Math.Sqrt(h)))).MoveToOuterDisposeScope() : null,
+            ReferenceBias = reference && biasValue is not null ? (biasValue.detach().Plus(randn_like(biasValue).Times(0.01))).MoveToOuterDisposeScope() : null,
             Labels = labels ? RandomLabels(n, random).to(device).MoveToOuterDisposeScope() : null,
-            Kl = labels ? (rand(1, dtype: ScalarType.Float32, device: device) * 0.1).squeeze().MoveToOuterDisposeScope() : null,
+            Kl = labels ? (rand(1, dtype: ScalarType.Float32, device: device).Times(0.1)).squeeze().MoveToOuterDisposeScope() : null,
         };
     }
 
