@@ -70,7 +70,7 @@ public sealed class BackwardFailureTests
         var input = x.clone().requires_grad_(true);
         var hidden = input.mul(input);   // an intermediate: in-place changes are allowed, and bump its version
         var loss = LigerRMSNormFunction.Apply(hidden, weight.clone().requires_grad_(true)).sum();
-        hidden.add_(ones_like(hidden));
+        hidden.PlusInPlace(ones_like(hidden));
 
         var raised = Assert.ThrowsExactly<ExternalException>(() => loss.backward(), context);
         StringAssert.Contains(raised.Message, "LigerRMSNormBackward", $"the op is named. {context}");

@@ -36,7 +36,7 @@ public sealed class EmptyInputTests
         },
         t =>
         {
-            var r = t[0] + t[1];
+            var r = t[0].Plus(t[1]);
             return [r.mul(rsqrt(r.Squared().mean([-1L], keepdim: true).Plus(1e-6))).mul(t[2]), r];
         });
 

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Losses;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -53,7 +54,7 @@ public sealed class GradientLayoutTests
         var outputs = forward(leaves);
         var upstream = outputs.Select(o => Upstream(layout, o)).ToArray();
         if (layout == "sum")
-            outputs.Select(o => o.sum()).Aggregate((a, b) => a + b).backward();
+            outputs.Select(o => o.sum()).Aggregate((a, b) => a.Plus(b)).backward();
         else
             autograd.backward(outputs, upstream.Select(u => u.Gradient).ToArray());
 
@@ -164,7 +165,7 @@ public sealed class GradientLayoutTests
             case "rope":
             case "rope-inplace":
             {
-                var (cos, sin) = RotaryEmbedding.CosSin(p.On(arange(5L).unsqueeze(0)), 8, 10000.0, ScalarType.Float32);
+                var (cos, sin) = RotaryEmbedding.CosSin(p.On(Ranges.Int64(0, 5).unsqueeze(0)), 8, 10000.0, ScalarType.Float32);
                 return ([G(1, 2, 5, 8), G(1, 1, 5, 8), cos, sin], t =>
                 {
                     var (q, k) = LigerRotaryPosEmb.Apply(t[0], t[1], t[2], t[3], inPlaceBackward: op.EndsWith("inplace"));

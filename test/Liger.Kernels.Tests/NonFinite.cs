@@ -24,7 +24,7 @@ public static class NonFinite
     {
         using var flat = t.view(-1);
         using var slot = flat.narrow(0, flatIndex, 1);
-        using Scalar s = value;
+        using Scalar s = value.ToScalar();
         slot.fill_(s);
     }
 
@@ -33,7 +33,7 @@ public static class NonFinite
     {
         using var rows = t.view(-1, t.shape[^1]);
         using var r = rows[row];
-        using Scalar s = value;
+        using Scalar s = value.ToScalar();
         r.fill_(s);
     }
 

@@ -245,7 +245,7 @@ public sealed class NonFiniteCrossEntropyTests
         };
         var ce = nn.functional.cross_entropy(capped, target, options.Weight?.cpu().to(ScalarType.Float64), options.IgnoreIndex,
             reduction, options.LabelSmoothing);
-        var counted = target.ne(options.IgnoreIndex);
+        var counted = target.NotEqualTo(options.IgnoreIndex);
         var zRows = where(counted, capped.logsumexp(1).Squared().Times(options.LseSquareScale), zeros(target.shape, dtype: ScalarType.Float64));
         var count = counted.sum().to(ScalarType.Float64);
         var z = options.Reduction switch
@@ -254,7 +254,7 @@ public sealed class NonFiniteCrossEntropyTests
             CrossEntropyReduction.Sum => zRows.sum(),
             _ => zRows,
         };
-        var loss = options.LseSquareScale > 0 ? ce + z : ce;
+        var loss = options.LseSquareScale > 0 ? ce.Plus(z) : ce;
         var predicted = where(counted, capped.detach().argmax(1), ScalarArithmetic.Full(target.shape, -1, ScalarType.Int64, CPU));
         var correct = predicted.eq(target).to(ScalarType.Float64);
         var accuracy = options.Reduction == CrossEntropyReduction.None ? correct : correct.sum() / count;

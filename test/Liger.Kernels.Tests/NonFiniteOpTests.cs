@@ -53,7 +53,7 @@ public sealed class NonFiniteOpTests
         },
         t =>
         {
-            var h = t[0] + t[1];
+            var h = t[0].Plus(t[1]);
             return [RmsNorm64(h).mul(t[2]), h];
         },
         Poisoned: [0, 1], Parameters: [2], Ops: ["fused_add_rms_norm_forward", "fused_add_rms_norm_backward"]));
@@ -127,7 +127,7 @@ public sealed class NonFiniteOpTests
                 var (q, k) = LigerRotaryPosEmb.Apply(t[0], t[1], t[2], t[3]);
                 return [q, k];
             },
-            t => [t[0].mul(t[2]) + References.RotateHalf(t[0]).mul(t[3]), t[1].mul(t[2]) + References.RotateHalf(t[1]).mul(t[3])],
+            t => [t[0].mul(t[2]).Plus(References.RotateHalf(t[0]).mul(t[3])), t[1].mul(t[2]).Plus(References.RotateHalf(t[1]).mul(t[3]))],
             Poisoned: [0, 1], Parameters: [2], Ops: ["rope_forward", "rope_backward"], Constant: [2, 3]));
     }
 

@@ -146,7 +146,7 @@ internal static class PreferenceChunks
             {
                 var keep = ys.NotEqualTo(options.IgnoreIndex).nonzero().squeeze(1);
                 // ... and while the dropped rows' hidden states are finite (a NaN or inf there gives its row NaN gradients)
-                var dropped = ys.eq(options.IgnoreIndex).nonzero().squeeze(1);
+                var dropped = ys.EqualTo(options.IgnoreIndex).nonzero().squeeze(1);
                 if (keep.shape[0] < ys.shape[0] && Finite(xs.index_select(0, dropped)))
                 {
                     kept = keep;

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using static TorchSharp.torch;
 
 namespace Liger.Kernels.Ops;
@@ -17,6 +18,6 @@ internal static class EmptyRows
         if (bias is null)
             return scaled;
         using (scaled)
-            return scaled.add(bias);
+            return scaled.Plus(bias);
     }
 }

@@ -33,7 +33,7 @@ public static class LigerFusedAddRMSNormFunction
         FusedAddRmsNormOp.Validate(x, residual, weight, eps, offset, castingMode);
         if (x.shape[^1] == 0)
         {
-            var sum = x.add(residual); // torch's empty results (rows of no feature cannot be viewed as (-1, 0))
+            var sum = x.Plus(residual); // torch's empty results (rows of no feature cannot be viewed as (-1, 0))
             return (EmptyRows.Normalized(sum, weight), sum);
         }
         var outputs = AutogradOutputCache.Release(FusedAddRmsNormAutograd.apply(x, residual, weight, eps, offset, castingMode));

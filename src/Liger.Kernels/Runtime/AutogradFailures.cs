@@ -55,8 +55,11 @@ internal static class AutogradFailures
 
     // System.Exception's fields behind Message and InnerException (stable across .NET Core); if a runtime
     // renames them, Supported turns false (a test watches it) and the cause goes to Exception.Data only.
+    // The second place allowed private-field reflection (BannedSymbols.txt): on the BCL's Exception, not TorchSharp.
+#pragma warning disable RS0030
     private static readonly FieldInfo? MessageField = typeof(Exception).GetField("_message", BindingFlags.Instance | BindingFlags.NonPublic);
     private static readonly FieldInfo? InnerField = typeof(Exception).GetField("_innerException", BindingFlags.Instance | BindingFlags.NonPublic);
+#pragma warning restore RS0030
 
     /// <summary>The key under which a surfaced exception's <see cref="Exception.Data"/> holds the recorded cause.</summary>
     internal const string DataKey = "Liger.BackwardFailure";
