@@ -51,9 +51,27 @@ public sealed class CausalLMTrainer
     public TrainingResult Train(IReadOnlyList<TokenizedExample> train, IReadOnlyList<TokenizedExample>? validation = null)
     {
         ArgumentNullException.ThrowIfNull(train);
+        RequireTargets(train, nameof(train));
+        if (validation is { Count: > 0 })
+            RequireTargets(validation, nameof(validation));
         var plan = new BatchPlan(train, options, padTokenId, eosTokenId);
         var loop = new TrainingLoop(model, options) { Log = Log, OnReport = OnReport, WriteCheckpointExtras = WriteCheckpointExtras };
         return loop.Run(plan, new LanguageModelObjective(model, options, padTokenId, validation), DataFingerprint.Of(train));
+    }
+
+    /// <summary>Refuses examples of which none has a target token within MaxContextLength (training on them would fit nothing, at loss 0).</summary>
+    private void RequireTargets(IReadOnlyList<TokenizedExample> examples, string name)
+    {
+        if (examples.Count == 0)
+            throw new ArgumentException($"'{name}' has no examples.", name);
+        // As the batch plan counts them: tokens past the prompt and past each row's first token, within the context (packing cuts nothing).
+        int usable = examples.Count(e => options.Packing
+            ? e.TargetCount > 0
+            : Math.Min(e.Tokens.Length, options.MaxContextLength) - Math.Max(1, e.PromptLength) > 0);
+        if (usable == 0)
+            throw new ArgumentException(
+                $"No example of '{name}' has a target token within MaxContextLength = {options.MaxContextLength}: of {examples.Count} examples, " +
+                $"{examples.Count(e => e.TargetCount <= 0)} have none at all (PromptLength covers every token) and the rest lose theirs to truncation.", name);
     }
 
     /// <summary>Mean loss per target token of <paramref name="data"/> (padded batches in order, no gradients).</summary>

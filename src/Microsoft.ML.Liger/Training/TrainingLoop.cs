@@ -12,7 +12,8 @@ namespace Microsoft.ML.Liger.Training;
 /// accumulation (the objective scales each micro-batch to its share of the step), global-norm clipping, fp32
 /// master weights for bf16 models, periodic evaluation, atomic checkpoints and exact resume, cancellation.
 /// The only host synchronisations in a step are at reports (losses and metrics are gathered on the device until
-/// then). Deterministic for a seed on the CPU. With <see cref="CausalLMTrainingOptions.Distributed"/> set, the same loop
+/// then), which is also where non-finite losses and gradient norms are caught (<see cref="TrainingDivergedException"/>;
+/// <see cref="CausalLMTrainingOptions.SkipNonFiniteSteps"/> trades one flag read per step for skipping them instead). Deterministic for a seed on the CPU. With <see cref="CausalLMTrainingOptions.Distributed"/> set, the same loop
 /// runs on every rank and <see cref="DataParallel"/> splits each micro-batch's rows and sums the gradients.
 /// </summary>
 internal sealed class TrainingLoop

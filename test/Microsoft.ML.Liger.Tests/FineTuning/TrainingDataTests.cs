@@ -44,6 +44,21 @@ public sealed class TrainingDataTests
     }
 
     [TestMethod]
+    public void TheTrainer_RefusesExamplesWithoutTargets()
+    {
+        var options = FineTuneFixtures.Options(o => o.MaxContextLength = 4);
+        var config = CausalLMArchitectures.Create("tiny-llama", 400, options.ArchitectureOverrides);
+        using var model = new CausalLM(config, new CausalLMOptions { Device = CPU });
+        var trainer = new Training.CausalLMTrainer(model, options, padTokenId: 0, eosTokenId: 1);
+        var examples = new List<Training.TokenizedExample> { new([5, 6, 7], 3), new([5, 6, 7, 8, 9, 10], 5) }; // all prompt, or the target cut by the context of 4
+        var error = Assert.ThrowsExactly<ArgumentException>(() => trainer.Train(examples));
+        Assert.AreEqual("train", error.ParamName);
+        StringAssert.Contains(error.Message, "of 2 examples, 1 have none at all");
+        var validation = Assert.ThrowsExactly<ArgumentException>(() => trainer.Train([new([5, 6], 0)], examples));
+        Assert.AreEqual("validation", validation.ParamName);
+    }
+
+    [TestMethod]
     public void SomeRowsWithoutTargets_TrainWithAWarningThatCountsThem()
     {
         var ml = new MLContext(seed: 1);
