@@ -66,8 +66,10 @@ internal sealed class RopeAutograd : autograd.MultiTensorFunction<RopeAutograd>
         return [qEmbed, kEmbed];
     }
 
+    // Any layout: RopeOp.Backward reads strided gradients (head_dim contiguous) and copies others itself, and
+    // with inPlaceBackward writes dq and dk into attention's transposed gradient views, which a copy would defeat.
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming));
+        BackwardLifetime.Run(ctx, grads, incoming => Backward(ctx, incoming), anyLayout: true);
 
     private static List<Tensor> Backward(autograd.AutogradContext ctx, List<Tensor> grads)
     {

@@ -25,9 +25,11 @@ internal static class BackwardLifetime
     /// <summary>
     /// Runs a backward body; see the class remarks. The body receives the incoming gradients made contiguous
     /// (libtorch hands any layout: stride 0 after sum() or expand, transposed, sliced), so no kernel or CPU path
-    /// sees another layout. It never throws: a failure is recorded and refused (<see cref="AutogradFailures"/>).
+    /// sees another layout, unless <paramref name="anyLayout"/> says the body reads (and checks) strides itself.
+    /// It never throws: a failure is recorded and refused (<see cref="AutogradFailures"/>).
     /// </summary>
-    internal static List<Tensor> Run(autograd.AutogradContext ctx, List<Tensor> incoming, Func<List<Tensor>, List<Tensor>> body) =>
+    internal static List<Tensor> Run(autograd.AutogradContext ctx, List<Tensor> incoming, Func<List<Tensor>, List<Tensor>> body,
+        bool anyLayout = false) =>
         AutogradFailures.Guard(ctx, () =>
         {
             ReleaseParked();
@@ -36,7 +38,7 @@ internal static class BackwardLifetime
             List<Tensor> gradients;
             using (var scope = NewDisposeScope())
             {
-                gradients = body(incoming.Select(Contiguous).ToList());
+                gradients = body(anyLayout ? incoming : incoming.Select(Contiguous).ToList());
                 var returned = gradients.Where(t => t is not null && !t.IsInvalid).ToList();
                 scope.Detach(returned);
                 park.AddRange(returned);
