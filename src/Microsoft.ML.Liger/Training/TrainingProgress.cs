@@ -7,7 +7,8 @@ namespace Microsoft.ML.Liger.Training;
 /// <param name="TotalSteps">Optimizer steps the run will make.</param>
 /// <param name="Epoch">Epoch (fractional: how far through the data).</param>
 /// <param name="Loss">Mean training loss over the steps since the last report (per target token in fine-tuning, per
-/// pair or sequence in preference alignment); NaN in an evaluation-only report.</param>
+/// pair or sequence in preference alignment); NaN in an evaluation-only report (whose LearningRate is NaN too), or when
+/// every step since the last report was skipped.</param>
 /// <param name="LearningRate">Learning rate of the last step.</param>
 /// <param name="GradientNorm">Global gradient norm before clipping, at the last step (NaN when not computed).</param>
 /// <param name="TokensPerSecond">Input tokens (padding excluded) per second of wall clock since the last report.</param>
@@ -29,7 +30,8 @@ public sealed record TrainingProgress(int Step, int TotalSteps, double Epoch, do
     {
         string memory = PeakMemoryBytes is long b ? $"{b / (1024.0 * 1024.0):F0} MiB" : "n/a";
         string eval = EvalLoss is double e ? $", eval loss {e:F4}{(Metrics is null ? $" (ppl {Math.Exp(e):F2})" : "")}" : "";
-        string train = double.IsNaN(Loss) ? "" : $", loss {Loss:F4}, lr {LearningRate:E2}, grad norm {GradientNorm:F3}, {TokensPerSecond:F0} tokens/s, peak {memory}";
+        // An evaluation-only report is the one without a learning rate: a training loss may itself be NaN (all steps skipped).
+        string train = double.IsNaN(LearningRate) ? "" : $", loss {Loss:F4}, lr {LearningRate:E2}, grad norm {GradientNorm:F3}, {TokensPerSecond:F0} tokens/s, peak {memory}";
         string metrics = Metrics is { Count: > 0 }
             ? ", " + string.Join(", ", Metrics.Select(m => $"{m.Key} {m.Value.ToString("G4", CultureInfo.InvariantCulture)}"))
             : "";

@@ -34,6 +34,17 @@ public sealed class TrainingPartsTests
     }
 
     [TestMethod]
+    public void ProgressLine_ShowsANonFiniteTrainingLoss_AndLeavesTrainingFieldsOutOfEvaluationReports()
+    {
+        var diverged = new TrainingProgress(12, 40, 0.3, double.NaN, 2e-4, double.PositiveInfinity, 512, null, null, SkippedSteps: 3);
+        StringAssert.Contains(diverged.ToString(), "loss NaN");
+        StringAssert.Contains(diverged.ToString(), "3 steps skipped");
+        var evaluation = new TrainingProgress(12, 40, 0.3, double.NaN, double.NaN, double.NaN, 0, null, 1.25);
+        Assert.IsFalse(evaluation.ToString().Contains("loss NaN"), evaluation.ToString());
+        StringAssert.Contains(evaluation.ToString(), "eval loss 1.2500");
+    }
+
+    [TestMethod]
     public void PaddedPlan_CoversEveryExampleOncePerEpoch_MasksPromptsAndPadding_AndRebuildsAnyStep()
     {
         var random = new Random(5);
