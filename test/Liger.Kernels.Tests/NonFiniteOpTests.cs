@@ -16,7 +16,10 @@ namespace Liger.Kernels.Tests;
 /// +inf and one of −inf, a poisoned parameter, or a poisoned upstream gradient. An infinite upstream
 /// gradient makes a reduction over the row (a norm's backward) meet inf − inf, where which elements come
 /// out NaN and which ±inf depends on the formula's order (torch's own CPU and CUDA kernels differ): there
-/// the non-finite elements must match, not their kind.
+/// the non-finite elements must match, not their kind. The same holds for an infinite b times gelu_tanh'(a)
+/// where tanh saturates: whether fp32 tanh rounds to exactly −1 (a derivative of 0, so inf·0 = NaN) or
+/// one ulp above it (a tiny derivative, so ±inf) depends on the tanh implementation at that one element
+/// (seen once, in one element of 280, at seed 1239663445 on the emulator: ours +inf, torch's NaN).
 /// </summary>
 [TestClass]
 public sealed class NonFiniteOpTests
@@ -32,7 +35,7 @@ public sealed class NonFiniteOpTests
 
     /// <summary>One op's run: inputs (all get gradients unless listed in <paramref name="Constant"/>), the op and its eager reference.</summary>
     private sealed record Case(Func<Tensor[]> Inputs, string[] Names, Func<Tensor[], Tensor[]> Op, Func<Tensor[], Tensor[]> Reference,
-        int[] Poisoned, int[] Parameters, string[] Ops, int[]? Constant = null);
+        int[] Poisoned, int[] Parameters, string[] Ops, int[]? Constant = null, bool SaturatingActivation = false);
 
     [TestMethod]
     [DynamicData(nameof(Cases))]
@@ -97,7 +100,7 @@ public sealed class NonFiniteOpTests
         () => [NonFinite.Randn([7, width], 3), NonFinite.Randn([7, width]), NonFinite.Randn([5, width], 0.3)], ["a", "b", "weight"],
         t => [LigerGELUMulLinearFunction.Apply(t[0], t[1], t[2])],
         t => [nn.functional.linear(nn.functional.gelu(t[0], TorchSharp.Modules.GELU.Approximate.tanh).mul(t[1]), t[2])],
-        Poisoned: [0, 1], Parameters: [2], Ops: []));
+        Poisoned: [0, 1], Parameters: [2], Ops: [], SaturatingActivation: true));
 
     [TestMethod]
     [DynamicData(nameof(Cases))]
@@ -189,7 +192,7 @@ public sealed class NonFiniteOpTests
         for (int i = 0; i < outputs.Length; i++)
             NonFinite.AssertSame(outputs[i], expected[i], $"output {i}", context);
         for (int i = 0; i < inputs.Length; i++)
-            if (!constant.Contains(i) && scenario == "upstream-inf")
+            if (!constant.Contains(i) && (scenario == "upstream-inf" || (scenario == "row-inf" && c.SaturatingActivation)))
                 NonFinite.AssertSameNonFinite(ours[i].grad!, leaves[i].grad!, $"{c.Names[i]}'s gradient", context);
             else if (!constant.Contains(i))
                 NonFinite.AssertSame(ours[i].grad!, leaves[i].grad!, $"{c.Names[i]}'s gradient", context);
