@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -98,7 +99,7 @@ internal sealed unsafe class MpiCollectives : Collectives
         if (divisor != 1)
         {
             using var _ = no_grad();
-            global::Liger.Kernels.Runtime.ScalarArithmetic.DividedByInPlace(tensor, divisor);
+            tensor.DividedByInPlace(divisor);
         }
     }
 

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
@@ -50,7 +51,7 @@ internal sealed class LanguageModelObjective(CausalLM model, CausalLMTrainingOpt
                 using var scope = NewDisposeScope();
                 // NumItemsInBatch = 1 makes the loss the sum over the batch's target tokens.
                 using var output = model.Forward(ToInput(batch, device, numItems: 1));
-                global::Liger.Kernels.Runtime.ScalarArithmetic.PlusInPlace(sum, output.Loss!.to(ScalarType.Float64));
+                sum.PlusInPlace(output.Loss!.to(ScalarType.Float64));
                 count += batch.TargetTokens;
             }
             return count == 0 ? double.NaN : sum.item<double>() / count;

@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -179,7 +180,7 @@ internal sealed class TrainingLoop
                     // Each rank computes its rows' share of the whole step's loss (normalised over every rank's rows).
                     var mine = parallel is null ? batch : parallel.Shard(plan, batch);
                     if (mine is not null)
-                        global::Liger.Kernels.Runtime.ScalarArithmetic.PlusInPlace(stepLoss, objective.Backward(mine, batches));
+                        stepLoss.PlusInPlace(objective.Backward(mine, batches));
                     long inputs = objective.InputTokens(batch);
                     intervalTokens += inputs;
                     tokens += inputs;
