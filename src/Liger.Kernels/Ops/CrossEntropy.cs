@@ -119,10 +119,12 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
         // aliases with version counters of their own, and the backward writes through further aliases:
         // the buffer is rescaled in place on purpose, which autograd's saved-tensor check would reject
         // at a second backward (retain_graph) or when the caller reuses the logits tensor in place.
+        // The counted rows, so that the backward leaves the ignored ones as the forward wrote them.
         using var applied = ones(perRow ? target.numel() : 1, dtype: ScalarType.Float32, device: logits.device);
-        ctx.save_for_backward([BackwardLifetime.SavedInForward(SharedStorage(grad!)), BackwardLifetime.SavedInForward(SharedStorage(applied))]);
+        using var flatTarget = target.reshape(-1);
+        ctx.save_for_backward([BackwardLifetime.SavedInForward(SharedStorage(grad!)), BackwardLifetime.SavedInForward(SharedStorage(applied)),
+            BackwardLifetime.SavedInForward(flatTarget.NotEqualTo(options.IgnoreIndex))]);
         ctx.save_data("shape", logits.shape);
-        ctx.save_data("perRow", perRow);
         return [loss];
     }
 
@@ -138,7 +140,7 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
         // right gradient instead of scaling twice.
         using (var grad = SharedStorage(saved[0]))
         using (var applied = SharedStorage(saved[1]))
-            CrossEntropyOp.ScaleGradient(grad, grads[0], applied, (bool)ctx.get_data("perRow"));
+            CrossEntropyOp.ScaleGradient(grad, grads[0], applied, saved[2]);
         return [saved[0].view((long[])ctx.get_data("shape")), null!, null!, null!];
     }
 
@@ -340,17 +342,33 @@ public static class CrossEntropyOp
     }
 
     /// <summary>
-    /// grad ·= gradOutput in place: a scalar for Mean/Sum, one factor per row for None. On the GPU the
-    /// factor is read by the kernel, which does nothing when it is exactly 1 (no host synchronisation).
+    /// grad ·= gradOutput in place, on counted rows only: a scalar for Mean/Sum, one factor per row for None.
+    /// On the GPU the factor is read by the kernel, which skips a row whose factor is exactly 1 (no host
+    /// synchronisation).
     /// </summary>
     /// <param name="grad">The gradient buffer (R, V) the forward wrote.</param>
     /// <param name="gradOutput">The incoming gradient: a scalar, or one per row.</param>
     /// <param name="applied">The factor <paramref name="grad"/> already carries (see <see cref="NextFactor"/>).</param>
-    /// <param name="perRow">Whether the factor is per row (reduction None).</param>
-    internal static void ScaleGradient(Tensor grad, Tensor gradOutput, Tensor applied, bool perRow)
+    /// <param name="counted">bool (R): the rows whose target is not ignored.</param>
+    internal static void ScaleGradient(Tensor grad, Tensor gradOutput, Tensor applied, Tensor counted)
     {
         using var factor = NextFactor(gradOutput, applied);
-        ScaleRows(grad, factor, perRow);
+        using var rowFactor = SkippingIgnored(factor, counted);
+        ScaleRows(grad, rowFactor, perRow: true);
+    }
+
+    /// <summary>
+    /// One factor per row, 1 on ignored rows. torch's nll_loss backward fills an ignored row with 0 without
+    /// reading the incoming gradient, so a NaN or ±inf arriving from above leaves the row's gradient as the
+    /// forward wrote it (0, or NaN where the row's own logits make torch's NaN); 0 · inf would make it NaN.
+    /// </summary>
+    /// <param name="factor">One float32 factor, or one per row.</param>
+    /// <param name="counted">bool (R): the rows whose target is not ignored.</param>
+    internal static Tensor SkippingIgnored(Tensor factor, Tensor counted)
+    {
+        using var perRow = factor.to(ScalarType.Float32).reshape(-1);
+        using var one = ones(1, dtype: ScalarType.Float32, device: perRow.device);
+        return where(counted, perRow, one);
     }
 
     /// <summary>

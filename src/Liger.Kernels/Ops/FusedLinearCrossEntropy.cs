@@ -83,8 +83,14 @@ internal sealed class FusedLinearCrossEntropyAutograd : autograd.MultiTensorFunc
         var run = FusedLinearCrossEntropyOp.Run(hidden, weight, target, bias, options, extras, wanted, rowScale: null);
         // The gradients are rescaled in place in the backward: saved as aliases with their own version
         // counters (see CrossEntropyAutograd), next to the factor they carry so far.
+        // The counted tokens too: the hidden states' gradient of an ignored token is not scaled.
         using var applied = ones(1, dtype: ScalarType.Float32, device: hidden.device);
-        var saved = new List<Tensor> { BackwardLifetime.SavedInForward(SavedAlias(applied)) };
+        using var flatTarget = target.reshape(-1);
+        var saved = new List<Tensor>
+        {
+            BackwardLifetime.SavedInForward(SavedAlias(applied)),
+            BackwardLifetime.SavedInForward(flatTarget.NotEqualTo(options.CrossEntropy.IgnoreIndex)),
+        };
         foreach (var g in new[] { run.GradHidden, run.GradWeight, run.GradBias })
             if (g is not null)
             {
@@ -116,13 +122,22 @@ internal sealed class FusedLinearCrossEntropyAutograd : autograd.MultiTensorFunc
         }
         else
         {
-            int next = 1;
+            int next = 2;
             gradHidden = wanted.Hidden ? saved[next++] : null;
             gradWeight = wanted.Weight ? saved[next++] : null;
             gradBias = wanted.Bias ? saved[next] : null;
             using var applied = SavedAlias(saved[0]);
             using var factor = CrossEntropyOp.NextFactor(grads[0], applied);
-            foreach (var g in new[] { gradHidden, gradWeight, gradBias })
+            if (gradHidden is not null)
+            {
+                // Per token, ignored ones left as the forward wrote them (see CrossEntropyOp.SkippingIgnored).
+                using var alias = SavedAlias(gradHidden);
+                using var perToken = CrossEntropyOp.SkippingIgnored(factor, saved[1]);
+                CrossEntropyOp.ScaleRows(alias, perToken, perRow: true);
+            }
+            // The weight's and bias's gradients are sums over tokens, scaled after the sum: an infinite factor
+            // gives ±inf where torch, scaling before it, gets inf − inf = NaN (both non-finite).
+            foreach (var g in new[] { gradWeight, gradBias })
                 if (g is not null)
                 {
                     using var alias = SavedAlias(g);

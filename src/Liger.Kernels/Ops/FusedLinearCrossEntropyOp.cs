@@ -91,7 +91,9 @@ public static class FusedLinearCrossEntropyOp
         var gradWeight = wanted.Weight ? zeros(vocab, size, dtype: accumulation, device: device) : null;
         var gradBias = wanted.Bias ? zeros(vocab, dtype: accumulation, device: device) : null;
         // The incoming gradient of reduction None may have any layout (stride 0 after sum()); the kernels read it densely.
-        using var scale = rowScale?.to(ScalarType.Float32).reshape(-1).contiguous();
+        // Ignored tokens keep their gradient whatever arrives for them (see CrossEntropyOp.SkippingIgnored).
+        using var counted = rowScale is null ? null : targets.NotEqualTo(ce.IgnoreIndex);
+        using var scale = rowScale is null ? null : CrossEntropyOp.SkippingIgnored(rowScale, counted!);
 
         long step = ChunkTokens(tokens, vocab, hidden.element_size(), options.ChunkBytes);
         using var weightT = weight.detach().t();
