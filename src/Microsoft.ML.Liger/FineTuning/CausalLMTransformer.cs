@@ -18,7 +18,7 @@ namespace Microsoft.ML.Liger;
 /// Thread safety: <see cref="Generate"/>, <see cref="Score"/>, <see cref="ScoreText"/>, <see cref="LogProbability"/> and
 /// <see cref="Save"/> take one lock, so cursors and prediction engines on several threads may share one transformer;
 /// their calls run one at a time (one model, one device). A prediction engine itself is not thread-safe (ML.NET's rule):
-/// one per thread, or Microsoft.Extensions.ML's PredictionEnginePool.
+/// use one per thread, each made with <c>OwnsTransformer = false</c> so that disposing one leaves the model to the others.
 /// </remarks>
 public sealed class CausalLMTransformer : ITransformer, IDisposable
 {
