@@ -8,13 +8,22 @@ namespace Microsoft.ML.Liger;
 /// <summary>
 /// A fine-tuned causal LM as an ML.NET transformer. <see cref="Transform"/> adds, lazily per row, a generated
 /// completion column for prompts and per-row loss and perplexity columns for rows that hold targets (prompt and
-/// response, or text). Persist it with <see cref="Save"/> and <see cref="LigerCatalog.LoadCausalLM"/>: a Hugging
-/// Face folder (config.json, safetensors, tokenizer) plus liger_model.json. ML.NET's <c>mlContext.Model.Save</c>
-/// cannot carry a TorchSharp model through its public API, and says so.
+/// response, or text). It is a row-to-row mapper, so <c>mlContext.Model.CreatePredictionEngine</c> works on it (alone
+/// or at the end of a chain) and gives the same values as <see cref="Transform"/> for the same row. Persist it with
+/// <see cref="Save"/> and <see cref="LigerCatalog.LoadCausalLM"/>: a Hugging Face folder (config.json, safetensors,
+/// tokenizer) plus liger_model.json. ML.NET's <c>mlContext.Model.Save</c> cannot carry a TorchSharp model through its
+/// public API, and says so.
 /// </summary>
+/// <remarks>
+/// Thread safety: <see cref="Generate"/>, <see cref="Score"/>, <see cref="ScoreText"/>, <see cref="LogProbability"/> and
+/// <see cref="Save"/> take one lock, so cursors and prediction engines on several threads may share one transformer;
+/// their calls run one at a time (one model, one device). A prediction engine itself is not thread-safe (ML.NET's rule):
+/// use one per thread, each made with <c>OwnsTransformer = false</c> so that disposing one leaves the model to the others.
+/// </remarks>
 public sealed class CausalLMTransformer : ITransformer, IDisposable
 {
     private readonly object gate = new();
+    private bool disposed;
     private readonly ExampleEncoder encoder;
 
     /// <summary>
@@ -48,13 +57,20 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     /// <summary>Columns, formats and the training record.</summary>
     public CausalLMModelInfo Info { get; }
 
-    /// <inheritdoc/>
-    public bool IsRowToRowMapper => false;
+    /// <summary>True: each output row maps one input row (see <see cref="GetRowToRowMapper"/>).</summary>
+    public bool IsRowToRowMapper => true;
 
     /// <summary>Generates the completion of one prompt (formatted as in training), as text.</summary>
     public string Generate(string prompt, GenerationOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(prompt);
+        // Tokenizing runs under the model's lock too: CausalLMTokenizer promises nothing about concurrent use, and it is cheap next to the model.
+        lock (gate)
+            return GenerateLocked(prompt, options);
+    }
+
+    private string GenerateLocked(string prompt, GenerationOptions? options)
+    {
         var settings = (options ?? Info.Generation) with { StopTokenIds = encoder.StopTokenIds, PadTokenId = encoder.PadTokenId };
         int[] ids = encoder.Prompt(prompt);
         if (ids.Length == 0)
@@ -73,7 +89,13 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Mean loss per response token of <paramref name="response"/> after <paramref name="prompt"/> (NaN when nothing is scored).</summary>
-    public double Score(string prompt, string response) => Loss(encoder.PromptResponse(prompt, response));
+    public double Score(string prompt, string response)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        ArgumentNullException.ThrowIfNull(response);
+        lock (gate)
+            return Loss(encoder.PromptResponse(prompt, response));
+    }
 
     /// <summary>
     /// The log-probability of <paramref name="response"/> following <paramref name="prompt"/>, both formatted as in
@@ -87,7 +109,12 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     {
         ArgumentNullException.ThrowIfNull(prompt);
         ArgumentNullException.ThrowIfNull(response);
-        var example = encoder.PromptResponse(prompt, response);
+        lock (gate)
+            return LogProbabilityLocked(encoder.PromptResponse(prompt, response), average);
+    }
+
+    private double LogProbabilityLocked(Training.TokenizedExample example, bool average)
+    {
         int length = ScoredLength(example);
         if (length - Math.Max(1, example.PromptLength) <= 0)
             return double.NaN;
@@ -103,7 +130,12 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Mean loss per token of <paramref name="text"/>.</summary>
-    public double ScoreText(string text) => Loss(encoder.Text(text));
+    public double ScoreText(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        lock (gate)
+            return Loss(encoder.Text(text));
+    }
 
     /// <summary>The tokens of <paramref name="example"/> that are scored: its start, within MaxContextLength and the model's positions.</summary>
     private int ScoredLength(Training.TokenizedExample example) =>
@@ -127,11 +159,12 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     }
 
     /// <summary>Runs <paramref name="body"/> on the model's device in eval mode without gradients, one caller at a
-    /// time (cursors may share the transformer), restoring the model's mode after.</summary>
+    /// time (cursors and prediction engines may share the transformer), restoring the model's mode after.</summary>
     private T InEvalMode<T>(Func<Device, T> body)
     {
         lock (gate)
         {
+            ThrowIfDisposed();
             using var scope = NewDisposeScope();
             bool wasTraining = Model.training;
             Model.eval();
@@ -147,10 +180,13 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
         }
     }
 
-    /// <inheritdoc/>
+    /// <summary>The input's columns plus those added: the completion when the input has the prompt column, loss and
+    /// perplexity when it has the columns scored (prompt and response, or text).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A column the transformer reads is not text, or the input has none of them (named).</exception>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
+        CheckInput(inputSchema);
         var builder = new DataViewSchema.Builder();
         builder.AddColumns(inputSchema);
         foreach (var column in OutputColumns(name => inputSchema.GetColumnOrNull(name)?.Type is TextDataViewType))
@@ -162,12 +198,35 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
+        ThrowIfDisposed();
         return new CausalLMDataView(this, input);
     }
 
-    /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) =>
-        throw new NotSupportedException("CausalLMTransformer maps rows through Transform(IDataView) (generation is not a row-to-row mapping).");
+    /// <summary>Maps single rows, as <c>mlContext.Model.CreatePredictionEngine</c> needs; the input is checked as in <see cref="GetOutputSchema"/>.</summary>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        ThrowIfDisposed();
+        return new CausalLMRowMapper(this, inputSchema);
+    }
+
+    /// <summary>
+    /// A column the transformer reads by name but that is not text is a mistake to report, not a column to skip; so is an
+    /// input with none of them, to which nothing would be added (a prediction engine would then silently leave the
+    /// output's fields at their defaults).
+    /// </summary>
+    private void CheckInput(DataViewSchema inputSchema)
+    {
+        foreach (var name in ScoredColumns.Prepend(Info.PromptColumnName).Distinct())
+            if (inputSchema.GetColumnOrNull(name) is { } column && column.Type is not TextDataViewType)
+                throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                    $"Input column '{name}' is {column.Type}, but CausalLMTransformer reads it as text (a scalar String column).");
+        if (!OutputColumns(name => inputSchema.GetColumnOrNull(name) is not null).Any())
+            throw new ArgumentOutOfRangeException(nameof(inputSchema),
+                $"The input has none of the columns CausalLMTransformer reads: a text column '{Info.PromptColumnName}' (to generate " +
+                $"'{Info.CompletionColumnName}'), or {string.Join(" and ", ScoredColumns.Select(c => $"'{c}'"))} (to score '{Info.LossColumnName}' " +
+                $"and '{Info.PerplexityColumnName}'). Columns present: {string.Join(", ", inputSchema.Where(c => !c.IsHidden).Select(c => $"'{c.Name}'"))}.");
+    }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) =>
         throw new NotSupportedException(
@@ -184,7 +243,10 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         lock (gate)
+        {
+            ThrowIfDisposed();
             AtomicFolder.Write(folder, WriteTo);
+        }
     }
 
     internal void WriteTo(string folder)
@@ -219,17 +281,42 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
         }
     }
 
-    internal bool CanScore(Func<string, bool> hasText) => Info.DataFormat == DataFormat.PromptResponse
-        ? hasText(Info.PromptColumnName) && hasText(Info.ResponseColumnName)
-        : hasText(Info.TextColumnName);
+    internal bool CanScore(Func<string, bool> hasText) => ScoredColumns.All(hasText);
+
+    /// <summary>The text columns a row's loss is computed from: prompt and response, or text.</summary>
+    internal IReadOnlyList<string> ScoredColumns => Info.DataFormat == DataFormat.PromptResponse
+        ? [Info.PromptColumnName, Info.ResponseColumnName]
+        : [Info.TextColumnName];
 
     /// <summary>Loss of a row from its texts, by column name.</summary>
     internal double ScoreRow(Func<string, string> text) => Info.DataFormat == DataFormat.PromptResponse
         ? Score(text(Info.PromptColumnName), text(Info.ResponseColumnName))
         : ScoreText(text(Info.TextColumnName));
 
-    /// <summary>Frees the model's tensors.</summary>
-    public void Dispose() => Model.Dispose();
+    /// <summary>
+    /// Frees the model's tensors; later calls throw <see cref="ObjectDisposedException"/>. A prediction engine made from
+    /// this transformer calls it when disposed, unless made with <c>new PredictionEngineOptions { OwnsTransformer = false }</c>
+    /// (ML.NET's default is that the engine owns its transformer). Waits for a call in progress on another thread.
+    /// </summary>
+    public void Dispose()
+    {
+        lock (gate)
+        {
+            if (disposed)
+                return;
+            disposed = true;
+            Model.Dispose();
+        }
+    }
+
+    /// <summary>TorchSharp's own message names no object; a disposed transformer is most often one a prediction engine owned.</summary>
+    private void ThrowIfDisposed()
+    {
+        if (disposed)
+            throw new ObjectDisposedException(nameof(CausalLMTransformer),
+                "This CausalLMTransformer is disposed (its model's tensors are freed). A PredictionEngine disposes the transformer it was made " +
+                "from when it is disposed itself, unless it was made with new PredictionEngineOptions { OwnsTransformer = false }.");
+    }
 }
 
 /// <summary>What an added column holds.</summary>
