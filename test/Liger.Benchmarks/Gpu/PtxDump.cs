@@ -1,4 +1,5 @@
 using System.Reflection;
+using System.Text.RegularExpressions;
 using ILGPU.Backends.EntryPoints;
 using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
@@ -14,7 +15,7 @@ namespace Liger.Benchmarks.Gpu;
 /// the before/after comparison of a refactor that must not change device code (<c>diff -r</c> two dumps).
 /// Every entry point the ops launch is listed, in every dtype the ops launch it with.
 /// </summary>
-internal static class PtxDump
+internal static partial class PtxDump
 {
     private static readonly (string Name, Type[] Codecs)[] VectorDtypes =
     [
@@ -94,13 +95,31 @@ internal static class PtxDump
         if (typeArguments.Length > 0)
             method = method.MakeGenericMethod(typeArguments);
         var compiled = (PTXCompiledKernel)backend.Compile(EntryPointDescription.FromExplicitlyGroupedKernel(method), KernelSpecialization.Empty);
-        string ptx = compiled.PTXAssembly;
+        string ptx = WithStableNames(compiled.PTXAssembly);
         string path = Path.Combine(outDir, $"{fileStem}.ptx");
         File.WriteAllText(path, ptx);
         Console.WriteLine($"{fileStem}: {ptx.Split('\n').Length} lines, ld.global.v4: {Count(ptx, "ld.global.v4")}, " +
             $"st.global.v4: {Count(ptx, "st.global.v4")}, scalar ld.global: {Count(ptx, "ld.global.") - Count(ptx, "ld.global.v")}, " +
             $"bar.sync: {Count(ptx, "bar.sync")}, local: {Count(ptx, ".local")} -> {path}");
     }
+
+    /// <summary>
+    /// ILGPU suffixes parameter names and labels with IR node ids, which count up across every kernel compiled in
+    /// the context; renumbering them in order of first use makes a kernel's text depend on its code alone.
+    /// </summary>
+    private static string WithStableNames(string ptx)
+    {
+        var numbers = new Dictionary<string, int>();
+        return NodeIdSuffix().Replace(ptx, m =>
+        {
+            if (!numbers.TryGetValue(m.Value, out int n))
+                numbers[m.Value] = n = numbers.Count;
+            return $"{m.Groups[1].Value}_{n}";
+        });
+    }
+
+    [GeneratedRegex(@"\b(L|_[A-Za-z]\w*?)_(\d+)\b")]
+    private static partial Regex NodeIdSuffix();
 
     private static int Count(string text, string what)
     {
