@@ -49,7 +49,7 @@ var labels = randint(0, vocab, [batch, seq], device: device);
 var flce = new LigerFusedLinearCrossEntropyLoss(new FusedLinearCrossEntropyOptions { ChunkBytes = 8 * vocab * 4 });
 var states = randn(batch, seq, hidden, device: device, requires_grad: true);
 Console.WriteLine("fused linear cross-entropy forward and backward:");
-var ce = flce.forward(lmHead.weight!, states, labels);
+var ce = flce.forward(states, lmHead.weight!, labels);
 ce.backward();
 Console.WriteLine($"  loss = {ce.item<float>():F6} (ln {vocab} = {Math.Log(vocab):F6} for a random head)");
 Console.WriteLine($"  |dL/dhidden|      = {states.grad!.norm().item<float>():F6}");

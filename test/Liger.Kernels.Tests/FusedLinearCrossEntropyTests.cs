@@ -187,7 +187,7 @@ public sealed class FusedLinearCrossEntropyTests
         using var p = PathScope.Enter(path);
         var x = p.On(hidden).requires_grad_(true);
         var w = p.On(weight).requires_grad_(true);
-        var loss = new LigerFusedLinearCrossEntropyLoss(new FusedLinearCrossEntropyOptions { CrossEntropy = ce }).forward(w, x, p.On(target));
+        var loss = new LigerFusedLinearCrossEntropyLoss(new FusedLinearCrossEntropyOptions { CrossEntropy = ce }).forward(x, w, p.On(target));
         loss.backward();
         string context = Inputs.Describe(seed, path);
         var tolerance = Tolerance.VersusFloat64(ScalarType.Float32) with { NormRel = 1e-5, Atol = 1e-4 };

@@ -1,5 +1,5 @@
-using Liger.Kernels.Runtime;
 using Liger.Kernels.Kernels;
+using Liger.Kernels.Runtime;
 using Liger.Kernels.Modules;
 using Liger.Kernels.Ops;
 using TorchSharp;
@@ -8,71 +8,47 @@ using static TorchSharp.torch;
 
 namespace Liger.Kernels.Tests;
 
-/// <summary>LigerGELUMulFunction, GeGluOp and LigerGEGLUMLP against float64 eager references, on every path.</summary>
+/// <summary>
+/// LigerGELUMulFunction, GeGluOp and LigerGEGLUMLP against float64 eager references, on every path (the shared
+/// tests are <see cref="GatedOpTests"/>'), and gelu_tanh itself: a dense sweep, non-finite inputs, DeviceMath.Tanh.
+/// </summary>
 [TestClass]
-public sealed class GeGluTests
+public sealed class GeGluTests : GatedOpTests
 {
-    private const string Forward = "gelu_mul_forward", Backward = "gelu_mul_backward";
-
     /// <summary>fp32's unit roundoff, 2^-24.</summary>
     private const double Roundoff = 5.9604644775390625e-8;
 
-    /// <summary>Rows: path, shape, dtype.</summary>
-    public static IEnumerable<object[]> ReferenceCases()
-    {
-        foreach (var path in TestPaths.Names)
-        {
-            // 3x40 and 4x2048 hold whole 8-element chunks (the vectorised kernels); the others are scalar.
-            string[] shapes = TestPaths.IsSlow(path)
-                ? ["1x1", "3x5", "3x40", "7x4097", "2x3x33", "4x2048"]
-                : ["1x1", "3x5", "3x40", "7x4097", "2x3x33", "4x2048", "2x128x1376"];
-            foreach (var shape in shapes)
-                foreach (var dtype in new[] { ScalarType.Float32, ScalarType.BFloat16, ScalarType.Float16 })
-                    yield return [path, shape, dtype];
-        }
-    }
+    protected override string ForwardOp => "gelu_mul_forward";
+    protected override string BackwardOp => "gelu_mul_backward";
+    protected override Tensor Apply(Tensor a, Tensor b, bool inPlaceBackward = false) => LigerGELUMulFunction.Apply(a, b, inPlaceBackward);
+    protected override Tensor HostForward(Tensor a, Tensor b) => GeGluOp.Forward(a, b);
+    protected override (Tensor Da, Tensor Db) HostBackward(Tensor dc, Tensor a, Tensor b) => GeGluOp.Backward(dc, a, b, inPlace: false);
+    protected override GatedReference Reference(Tensor a, Tensor b, Tensor dc) => References.GeGlu(a, b, dc);
+    protected override Tensor Activation64(Tensor a64) => References.GeluTanh64(a64);
 
-    /// <summary>Rows: path, dtype, shape (scalar and vectorised kernels).</summary>
-    public static IEnumerable<object[]> InPlaceCases() =>
-        from path in TestPaths.Names
-        from dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 }
-        from shape in new[] { "3x37", "3x40" }
-        select new object[] { path, dtype, shape };
+    protected override nn.Module<Tensor, Tensor> Mlp(long hidden, long intermediate, bool bias = false, ScalarType dtype = ScalarType.Float32, Device? device = null) =>
+        new LigerGEGLUMLP(hidden, intermediate, bias, dtype, device);
 
-    /// <summary>Rows: path, dtype.</summary>
-    public static IEnumerable<object[]> PathAndDtype() =>
-        from path in TestPaths.Names
-        from dtype in new[] { ScalarType.Float32, ScalarType.BFloat16 }
-        select new object[] { path, dtype };
-
-    [TestMethod]
-    [DynamicData(nameof(ReferenceCases))]
-    public void MatchesFloat64Reference(string path, string shape, ScalarType dtype)
+    /// <summary>c, da and db against the float64 reference, within <see cref="ErrorAllowances"/>.</summary>
+    protected override void AssertMatchesReference(Tensor? c, Tensor da, Tensor db, Tensor a, Tensor b, Tensor dc, ScalarType dtype, string context)
     {
         using var scope = NewDisposeScope();
-        long seed = Seeds.Fresh();
-        var (a, b, dc) = RandomInputs(Inputs.Shape(shape), dtype);
-        string context = Inputs.Describe(seed, path, shape, dtype);
-
-        var run = Run(path, a, b, dc);
-        AssertMatchesReference(run, a, b, dc, dtype, context);
-        Assert.AreEqual(dtype, run.C.dtype, $"c dtype. {context}");
-
-        if (path != TestPaths.Torch)
-        {
-            // The torch path is eager torch itself (gelu, then the product), so this holds the kernels to
-            // eager's roundings, where those are well defined: for a < -1.5, 1 + tanh(u) cancels and the last
-            // bit of tanh (Sleef's in torch, DeviceMath's here) moves gelu and gelu' by many of their own
-            // ulps, in fp32 and so in the 16-bit rounding of them. There both are held to the float64
-            // reference above, within that cancellation's error.
-            var torchRun = Run(TestPaths.Torch, a, b, dc);
-            var conditioned = a.to(ScalarType.Float32).GreaterOrEqual(-1.5);
-            var same = Tolerance.SameRounding(dtype);
-            TensorAssert.Close(run.C.masked_select(conditioned), torchRun.C.masked_select(conditioned), same, "c vs torch path", context);
-            TensorAssert.Close(run.Da.masked_select(conditioned), torchRun.Da.masked_select(conditioned), same, "da vs torch path", context);
-            TensorAssert.Close(run.Db.masked_select(conditioned), torchRun.Db.masked_select(conditioned), same, "db vs torch path", context);
-        }
+        var reference = References.GeGlu(a, b, dc);
+        var (cAllowance, daAllowance, dbAllowance) = ErrorAllowances(a, b, dc, dtype);
+        if (c is not null)
+            AssertClose(c, reference.C, cAllowance, dtype, "c", context);
+        AssertClose(da, reference.Da, daAllowance, dtype, "da", context);
+        AssertClose(db, reference.Db, dbAllowance, dtype, "db", context);
     }
+
+    /// <summary>
+    /// The torch path is eager torch itself (gelu, then the product), so comparing with it holds the kernels
+    /// to eager's roundings where those are well defined: for a &lt; -1.5, 1 + tanh(u) cancels and the last
+    /// bit of tanh (Sleef's in torch, DeviceMath's here) moves gelu and gelu' by many of their own ulps, in
+    /// fp32 and so in the 16-bit rounding of them. There both are held to the float64 reference
+    /// (<see cref="AssertMatchesReference"/>), within that cancellation's error.
+    /// </summary>
+    protected override Tensor? RoundsLikeTorch(Tensor a) => a.to(ScalarType.Float32).GreaterOrEqual(-1.5);
 
     /// <summary>
     /// gelu and gelu' of the op (b = 1 and dc = 1 make c = gelu(a), da = gelu'(a), db = gelu(a) exactly) over
@@ -158,204 +134,6 @@ public sealed class GeGluTests
         Assert.IsTrue(float.IsNaN(DeviceMath.Tanh(float.NaN)), "tanh(NaN)");
     }
 
-    [TestMethod]
-    [DynamicData(nameof(InPlaceCases))]
-    public void InPlaceBackward_WritesDaAndDbIntoIntermediates(string path, ScalarType dtype, string shape)
-    {
-        using var scope = NewDisposeScope();
-        long seed = Seeds.Fresh();
-        var (a, b, dc) = RandomInputs(Inputs.Shape(shape), dtype);
-        string context = Inputs.Describe(seed, path, shape, dtype, "inPlaceBackward");
-        var reference = References.GeGlu(a, b, dc);
-
-        using var p = PathScope.Enter(path);
-        var a0 = p.On(a).requires_grad_(true);
-        var b0 = p.On(b).requires_grad_(true);
-        // non-leaf intermediates, as gate_proj / up_proj outputs are in the MLP
-        var gate = a0.clone();
-        var up = b0.clone();
-        var c = LigerGELUMulFunction.Apply(gate, up, inPlaceBackward: true);
-        c.backward([p.On(dc)]);
-        p.AssertRan(Forward, Backward);
-
-        var (_, daAllowance, dbAllowance) = ErrorAllowances(a, b, dc, dtype);
-        AssertClose(a0.grad!, reference.Da, daAllowance, dtype, "da", context);
-        AssertClose(b0.grad!, reference.Db, dbAllowance, dtype, "db", context);
-        TensorAssert.BitwiseEqual(a0.grad!, gate, "a's buffer after the in-place backward (holds da)", context);
-        TensorAssert.BitwiseEqual(b0.grad!, up, "b's buffer after the in-place backward (holds db)", context);
-    }
-
-    [TestMethod]
-    [DynamicData(nameof(InPlaceCases))]
-    public void OutOfPlaceBackward_LeavesInputsUntouched(string path, ScalarType dtype, string shape)
-    {
-        using var scope = NewDisposeScope();
-        long seed = Seeds.Fresh();
-        var (a, b, dc) = RandomInputs(Inputs.Shape(shape), dtype);
-        string context = Inputs.Describe(seed, path, shape, dtype);
-
-        using var p = PathScope.Enter(path);
-        var a0 = p.On(a).requires_grad_(true);
-        var b0 = p.On(b).requires_grad_(true);
-        var upstream = p.On(dc);
-        var c = LigerGELUMulFunction.Apply(a0, b0);
-        c.backward([upstream]);
-        p.AssertRan(Forward, Backward);
-
-        TensorAssert.BitwiseEqual(a, a0, "a after backward", context);
-        TensorAssert.BitwiseEqual(b, b0, "b after backward", context);
-        TensorAssert.BitwiseEqual(dc, upstream, "upstream gradient after backward", context);
-        var reference = References.GeGlu(a, b, dc);
-        var (_, daAllowance, dbAllowance) = ErrorAllowances(a, b, dc, dtype);
-        AssertClose(a0.grad!, reference.Da, daAllowance, dtype, "da", context);
-        AssertClose(b0.grad!, reference.Db, dbAllowance, dtype, "db", context);
-    }
-
-    [TestMethod]
-    [DynamicData(nameof(TestPaths.All), typeof(TestPaths))]
-    public void EmptyInput_GivesEmptyOutputAndGradients(string path)
-    {
-        using var scope = NewDisposeScope();
-        using var p = PathScope.Enter(path);
-        var a = empty([0, 5], device: p.Device).requires_grad_(true);
-        var b = empty([0, 5], device: p.Device).requires_grad_(true);
-        var c = LigerGELUMulFunction.Apply(a, b);
-        CollectionAssert.AreEqual(new long[] { 0, 5 }, c.shape);
-        c.backward([empty([0, 5], device: p.Device)]);
-        p.AssertRan(Forward, Backward);
-        CollectionAssert.AreEqual(new long[] { 0, 5 }, a.grad!.shape);
-        CollectionAssert.AreEqual(new long[] { 0, 5 }, b.grad!.shape);
-    }
-
-    [TestMethod]
-    [DynamicData(nameof(TestPaths.All), typeof(TestPaths))]
-    public void HostFunctions_MatchTheAutogradFunction(string path)
-    {
-        using var scope = NewDisposeScope();
-        long seed = Seeds.Fresh();
-        var (a, b, dc) = RandomInputs([5, 29], ScalarType.BFloat16);
-        string context = Inputs.Describe(seed, path, "5x29 bf16");
-        using var p = PathScope.Enter(path);
-        var c = GeGluOp.Forward(p.On(a), p.On(b));
-        var (da, db) = GeGluOp.Backward(p.On(dc), p.On(a), p.On(b), inPlace: false);
-        p.AssertRan(Forward, Backward);
-        var run = Run(path, a, b, dc);
-        TensorAssert.BitwiseEqual(run.C, c, "c (host vs autograd)", context);
-        TensorAssert.BitwiseEqual(run.Da, da, "da (host vs autograd)", context);
-        TensorAssert.BitwiseEqual(run.Db, db, "db (host vs autograd)", context);
-    }
-
-    // ---- LigerGEGLUMLP ----
-
-    [TestMethod]
-    public void Mlp_HasHuggingFaceSubmoduleAndStateDictNames()
-    {
-        using var scope = NewDisposeScope();
-        using var mlp = new LigerGEGLUMLP(16, 40);
-        CollectionAssert.AreEquivalent(new[] { "gate_proj", "up_proj", "down_proj" },
-            mlp.named_children().Select(c => c.name).ToArray());
-        CollectionAssert.AreEquivalent(new[] { "gate_proj.weight", "up_proj.weight", "down_proj.weight" },
-            mlp.state_dict().Keys.ToArray());
-        CollectionAssert.AreEqual(new long[] { 40, 16 }, mlp.gate_proj.weight!.shape);
-        CollectionAssert.AreEqual(new long[] { 40, 16 }, mlp.up_proj.weight!.shape);
-        CollectionAssert.AreEqual(new long[] { 16, 40 }, mlp.down_proj.weight!.shape);
-
-        using var withBias = new LigerGEGLUMLP(16, 40, bias: true, dtype: ScalarType.BFloat16);
-        CollectionAssert.AreEquivalent(
-            new[] { "gate_proj.weight", "gate_proj.bias", "up_proj.weight", "up_proj.bias", "down_proj.weight", "down_proj.bias" },
-            withBias.state_dict().Keys.ToArray());
-        Assert.IsTrue(withBias.parameters().All(t => t.dtype == ScalarType.BFloat16), "parameters take the requested dtype");
-    }
-
-    [TestMethod]
-    [DynamicData(nameof(PathAndDtype))]
-    public void Mlp_ForwardAndBackward_MatchEagerMlpWithSameWeights(string path, ScalarType dtype)
-    {
-        using var scope = NewDisposeScope();
-        long seed = Seeds.Fresh();
-        const long hidden = 24, intermediate = 56;
-        foreach (bool bias in new[] { false, true })
-        {
-            string context = Inputs.Describe(seed, path, dtype, $"bias {bias}", $"{hidden}->{intermediate}");
-            using var p = PathScope.Enter(path);
-            using var mlp = new LigerGEGLUMLP(hidden, intermediate, bias, dtype, p.Device);
-            var x = Inputs.Randn([2, 3, hidden], dtype);
-            var dy = Inputs.Randn([2, 3, hidden], dtype);
-            var xd = p.On(x).requires_grad_(true);
-            var y = mlp.forward(xd);
-            y.backward([p.On(dy)]);
-            p.AssertRan(Forward, Backward);
-
-            // eager float64 MLP with the same weights
-            var named = mlp.named_parameters().ToDictionary(n => n.name, n => n.parameter);
-            var weights64 = named.ToDictionary(n => n.Key, n => n.Value.detach().cpu().to(ScalarType.Float64).requires_grad_(true));
-            var x64 = x.to(ScalarType.Float64).requires_grad_(true);
-            var dy64 = dy.to(ScalarType.Float64);
-            Tensor Linear(string name, Tensor input) =>
-                nn.functional.linear(input, weights64[name + ".weight"], bias ? weights64[name + ".bias"] : null);
-            var gate = Linear("gate_proj", x64);
-            var up = Linear("up_proj", x64);
-            gate.retain_grad();
-            up.retain_grad();
-            var h = References.GeluTanh64(gate) * up;
-            var y64 = Linear("down_proj", h);
-            y64.backward([dy64]);
-
-            // Σ|terms| of each matrix product, for the elementwise bound (a low-precision product that sums
-            // to near zero carries an error the size of its terms)
-            var (wg, wu, wd) = (weights64["gate_proj.weight"].detach().abs(), weights64["up_proj.weight"].detach().abs(),
-                weights64["down_proj.weight"].detach().abs());
-            var (dGate, dUp) = (gate.grad!.abs().view(-1, intermediate), up.grad!.abs().view(-1, intermediate));
-            var (xAbs, hAbs, dyAbs) = (x64.detach().abs().view(-1, hidden), h.detach().abs().view(-1, intermediate),
-                dy64.abs().view(-1, hidden));
-            var terms = new Dictionary<string, Tensor>
-            {
-                ["gate_proj.weight"] = dGate.t().matmul(xAbs),
-                ["up_proj.weight"] = dUp.t().matmul(xAbs),
-                ["down_proj.weight"] = dyAbs.t().matmul(hAbs),
-                ["gate_proj.bias"] = dGate.sum([0L]),
-                ["up_proj.bias"] = dUp.sum([0L]),
-                ["down_proj.bias"] = dyAbs.sum([0L]),
-            };
-            var yTerms = hAbs.matmul(wd.t()).view(y64.shape);
-            var dxTerms = (dGate.matmul(wg).Plus(dUp.matmul(wu))).view(x64.shape);
-
-            var tolerance = Tolerance.VersusFloat64(dtype);
-            TensorAssert.Close(y, y64, tolerance, "MLP output", context, termMagnitude: yTerms);
-            TensorAssert.Close(xd.grad!, x64.grad!, tolerance, "MLP input gradient", context, termMagnitude: dxTerms);
-            Assert.HasCount(bias ? 6 : 3, named, $"parameters. {context}");
-            foreach (var (name, parameter) in named)
-                TensorAssert.Close(parameter.grad!, weights64[name].grad!, tolerance, $"gradient of {name}", context,
-                    termMagnitude: terms[name]);
-        }
-    }
-
-    // ---- bad inputs ----
-
-    [TestMethod]
-    [DynamicData(nameof(TestPaths.All), typeof(TestPaths))]
-    public void BadInputs_ThrowArgumentExceptionsNamingTheArgument(string path)
-    {
-        using var scope = NewDisposeScope();
-        using var p = PathScope.Enter(path);
-        var device = p.Device;
-        var a = randn(4, 6, device: device);
-        var b = randn(4, 6, device: device);
-
-        RmsNormTests.ExpectArgument<ArgumentException>("b", () => LigerGELUMulFunction.Apply(a, randn(4, 7, device: device)), "b of another shape");
-        RmsNormTests.ExpectArgument<ArgumentException>("b", () => LigerGELUMulFunction.Apply(a, randn(24, device: device)), "b with a's element count, another shape");
-        RmsNormTests.ExpectArgument<ArgumentException>("a", () => LigerGELUMulFunction.Apply(a.to(ScalarType.Int64), b.to(ScalarType.Int64)), "int64 a");
-        RmsNormTests.ExpectArgument<ArgumentException>("a", () => LigerGELUMulFunction.Apply(a.to(ScalarType.Float64), b.to(ScalarType.Float64)), "float64 a");
-        RmsNormTests.ExpectArgument<ArgumentException>("b", () => LigerGELUMulFunction.Apply(a, b.to(ScalarType.BFloat16)), "bf16 b for fp32 a");
-        RmsNormTests.ExpectArgument<ArgumentException>("a", () => LigerGELUMulFunction.Apply(randn(6, 4, device: device).t(), b), "transposed a");
-        RmsNormTests.ExpectArgument<ArgumentException>("b", () => LigerGELUMulFunction.Apply(a, randn(6, 4, device: device).t()), "transposed b");
-        RmsNormTests.ExpectArgument<ArgumentNullException>("a", () => LigerGELUMulFunction.Apply(null!, b), "null a");
-        RmsNormTests.ExpectArgument<ArgumentNullException>("b", () => LigerGELUMulFunction.Apply(a, null!), "null b");
-        if (path == TestPaths.Cuda)
-            RmsNormTests.ExpectArgument<ArgumentException>("b", () => LigerGELUMulFunction.Apply(a, b.cpu()), "b on the CPU, a on CUDA");
-        Assert.IsEmpty(p.Events, "no op may run on rejected arguments");
-    }
-
     // ---- helpers ----
 
     /// <summary>The error of torch's fp32 formula for gelu and gelu', in units of fp32 roundoff times
@@ -409,34 +187,6 @@ public sealed class GeGluTests
             termMagnitude: allowance.DividedBy(tolerance.Rtol));
     }
 
-    /// <summary>c, da and db against the float64 reference, within <see cref="ErrorAllowances"/>.</summary>
-    private static void AssertMatchesReference(Result run, Tensor a, Tensor b, Tensor dc, ScalarType dtype, string context)
-    {
-        using var scope = NewDisposeScope();
-        var reference = References.GeGlu(a, b, dc);
-        var (c, da, db) = ErrorAllowances(a, b, dc, dtype);
-        AssertClose(run.C, reference.C, c, dtype, "c", context);
-        AssertClose(run.Da, reference.Da, da, dtype, "da", context);
-        AssertClose(run.Db, reference.Db, db, dtype, "db", context);
-    }
-
-    internal sealed record Result(Tensor C, Tensor Da, Tensor Db);
-
-    /// <summary>a = 3·randn (gelu's curved region, its minimum near -0.75, and both tails), b = 2·randn, dc = randn.</summary>
-    internal static (Tensor A, Tensor B, Tensor Dc) RandomInputs(long[] shape, ScalarType dtype) =>
-        (Inputs.Randn(shape, dtype, 3.0), Inputs.Randn(shape, dtype, 2.0), Inputs.Randn(shape, dtype));
-
-    /// <summary>Forward and backward of LigerGELUMulFunction on <paramref name="path"/>; results on the CPU.</summary>
-    internal static Result Run(string path, Tensor a, Tensor b, Tensor dc)
-    {
-        using var p = PathScope.Enter(path);
-        var ad = p.On(a).requires_grad_(true);
-        var bd = p.On(b).requires_grad_(true);
-        var c = LigerGELUMulFunction.Apply(ad, bd);
-        c.backward([p.On(dc)]);
-        p.AssertRan(Forward, Backward);
-        return new Result(c.detach().cpu(), ad.grad!.cpu(), bd.grad!.cpu());
-    }
 
     /// <summary>fp32 points: ±1e-8, ±1e-3, ±3, ±10, ±50, 0, and 4000 magnitudes spaced evenly in log from
     /// 1e-8 to 60 with both signs (a 1-D tensor, small enough for the emulator).</summary>

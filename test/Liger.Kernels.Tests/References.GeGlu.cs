@@ -4,9 +4,6 @@ using static TorchSharp.torch;
 
 namespace Liger.Kernels.Tests;
 
-/// <summary>gelu_tanh(a)·b's exact results.</summary>
-public sealed record GeGluReference(Tensor C, Tensor Da, Tensor Db);
-
 public static partial class References
 {
     /// <summary>sqrt(2/pi) and the cubic coefficient of the tanh form of GELU.</summary>
@@ -17,14 +14,14 @@ public static partial class References
     /// its definition (not torch's gelu kernel) as a · sigmoid(2 sqrt(2/pi) (a + 0.044715 a³)): the same
     /// function as 0.5 a (1 + tanh(·)), without that form's cancellation for negative a.
     /// </summary>
-    public static GeGluReference GeGlu(Tensor a, Tensor b, Tensor dc)
+    public static GatedReference GeGlu(Tensor a, Tensor b, Tensor dc)
     {
         using var scope = NewDisposeScope();
         var a64 = Leaf64(a);
         var b64 = Leaf64(b);
         var c = GeluTanh64(a64) * b64;
         c.backward([dc.detach().cpu().to(ScalarType.Float64)]);
-        return new GeGluReference(c.detach().MoveToOuterDisposeScope(), a64.grad!.detach().MoveToOuterDisposeScope(),
+        return new GatedReference(c.detach().MoveToOuterDisposeScope(), a64.grad!.detach().MoveToOuterDisposeScope(),
             b64.grad!.detach().MoveToOuterDisposeScope());
     }
 

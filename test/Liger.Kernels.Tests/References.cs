@@ -16,7 +16,7 @@ namespace Liger.Kernels.Tests;
 public sealed record RmsNormReference(Tensor Y, Tensor Dx, Tensor Dw, Tensor DxScale, Tensor DwScale, Tensor DwTerms);
 
 /// <summary>silu(a)·b's exact results.</summary>
-public sealed record SwiGluReference(Tensor C, Tensor Da, Tensor Db);
+public sealed record GatedReference(Tensor C, Tensor Da, Tensor Db);
 
 /// <summary>
 /// Independent eager references in float64 on the CPU: the inputs are upcast to float64 and the result
@@ -45,14 +45,14 @@ public static partial class References
     }
 
     /// <summary>c = silu(a) · b, backpropagated from <paramref name="dc"/>.</summary>
-    public static SwiGluReference SwiGlu(Tensor a, Tensor b, Tensor dc)
+    public static GatedReference SwiGlu(Tensor a, Tensor b, Tensor dc)
     {
         using var scope = NewDisposeScope();
         var a64 = Leaf64(a);
         var b64 = Leaf64(b);
         var c = nn.functional.silu(a64) * b64;
         c.backward([dc.detach().cpu().to(ScalarType.Float64)]);
-        return new SwiGluReference(c.detach().MoveToOuterDisposeScope(), a64.grad!.detach().MoveToOuterDisposeScope(),
+        return new GatedReference(c.detach().MoveToOuterDisposeScope(), a64.grad!.detach().MoveToOuterDisposeScope(),
             b64.grad!.detach().MoveToOuterDisposeScope());
     }
 

@@ -206,7 +206,7 @@ public sealed class RuntimeTests
         p.AssertRan("silu_mul_forward", "silu_mul_backward");
 
         var (aFresh, bFresh, cFresh) = (ViewOf(aBig, start, rows, cols), ViewOf(bBig, 2 * start, rows, cols), ViewOf(cBig, 3 * start, rows, cols));
-        var fresh = SwiGluTests.Run(path, aFresh, bFresh, cFresh);
+        var fresh = new SwiGluTests().Run(path, aFresh, bFresh, cFresh);
         TensorAssert.BitwiseEqual(fresh.C, c, "c on views", context);
         TensorAssert.BitwiseEqual(fresh.Da, ViewOf(bigA.grad!, start, rows, cols), "da on views", context);
         TensorAssert.BitwiseEqual(fresh.Db, ViewOf(bigB.grad!, 2 * start, rows, cols), "db on views", context);

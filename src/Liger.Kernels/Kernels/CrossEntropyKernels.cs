@@ -7,7 +7,7 @@ namespace Liger.Kernels.Kernels;
 
 /// <summary>Scalar settings of one cross-entropy launch (a kernel parameter struct: one argument, not ten).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct CrossEntropySettings
+internal struct CrossEntropySettings
 {
     /// <summary>Number of classes V (the row length).</summary>
     public int Vocab;

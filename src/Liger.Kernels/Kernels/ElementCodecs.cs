@@ -8,7 +8,7 @@ namespace Liger.Kernels.Kernels;
 /// Device-side conversion between a stored element type and fp32, the type all kernels compute in.
 /// Kernels take the codec as a struct type parameter, so one kernel body serves every dtype.
 /// </summary>
-public interface IElementCodec<T> where T : unmanaged
+internal interface IElementCodec<T> where T : unmanaged
 {
     /// <summary>The stored value as fp32 (exact for every supported type).</summary>
     float Load(T value);
@@ -21,7 +21,7 @@ public interface IElementCodec<T> where T : unmanaged
 }
 
 /// <summary>float32 tensors.</summary>
-public readonly struct Float32Codec : IElementCodec<float>
+internal readonly struct Float32Codec : IElementCodec<float>
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public float Load(float value) => value;
@@ -36,7 +36,7 @@ public readonly struct Float32Codec : IElementCodec<float>
 /// rounding is the hardware conversion (cvt.rn.bf16x2.f32, sm_80 and newer); elsewhere the same
 /// round-to-nearest-even in integer arithmetic, as torch does it.
 /// </summary>
-public readonly struct BFloat16Codec : IElementCodec<ushort>
+internal readonly struct BFloat16Codec : IElementCodec<ushort>
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -83,7 +83,7 @@ public readonly struct BFloat16Codec : IElementCodec<ushort>
 /// arithmetic only, so the GPU and the CPU emulator round identically (ILGPU's own Half conversion on
 /// the CPU accelerator does not round to nearest even, so it disagreed with torch there).
 /// </summary>
-public readonly struct Float16Codec : IElementCodec<ushort>
+internal readonly struct Float16Codec : IElementCodec<ushort>
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -17,7 +17,7 @@ namespace Liger.Kernels.Kernels;
 internal static class FusedAddRmsNormKernels
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Float8 Sum(Float8 a, Float8 b)
+    internal static Float8 Sum(Float8 a, Float8 b)
     {
         Float8 o;
         o.V0 = a.V0 + b.V0; o.V1 = a.V1 + b.V1; o.V2 = a.V2 + b.V2; o.V3 = a.V3 + b.V3;
@@ -77,63 +77,19 @@ internal static class FusedAddRmsNormKernels
     }
 
     /// <summary>
-    /// RMSNorm's vectorised backward over h, plus the gradient that reached h directly
-    /// (<paramref name="outputGrad"/>, read only when <paramref name="hasOutputGrad"/> is set). dW partials
-    /// as RMSNorm's: in registers, one fp32 row per group.
+    /// RMSNorm's vectorised backward over h (<see cref="RmsNormKernels.BackwardVectorizedBody"/>), plus the
+    /// gradient that reached h directly (<paramref name="outputGrad"/>, read only when
+    /// <paramref name="hasOutputGrad"/> is set).
     /// </summary>
     internal static void BackwardVectorized<T, TCodec, TVec, TVecCodec>(
         ArrayView<TVec> dy, ArrayView<TVec> outputGrad, ArrayView<TVec> h, ArrayView<TVec> weight, ArrayView<float> rstd,
         ArrayView<TVec> dh, ArrayView<Float8> weightGradPartials, int rows, int chunks, int rowsPerGroup, float offset,
         SpecializedValue<int> castingMode, SpecializedValue<int> hasOutputGrad)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
-        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
-    {
-        int mode = castingMode.Value;
-        bool withOutputGrad = hasOutputGrad.Value != 0;
-        TCodec c = default;
-        TVecCodec vc = default;
-        var (dys, gs, hs, dhs) = (dy.AsAligned(16), outputGrad.AsAligned(16), h.AsAligned(16), dh.AsAligned(16));
-        int j = Group.IdxX;
-        bool owner = j < chunks;
-        float invCols = 1f / (chunks * 8);
-        int firstRow = Grid.IdxX * rowsPerGroup;
-        int endRow = Math.Min(rows, firstRow + rowsPerGroup);
-
-        Float8 w = default, acc = default;
-        TVec nextG = default, nextV = default, nextS = default;
-        if (owner && firstRow < endRow)
-        {
-            w = WeightPlusOffset8<TCodec, T>(c, vc.Load(weight.AsAligned(16)[j]), offset, mode);
-            nextG = dys[(long)firstRow * chunks + j];
-            nextV = hs[(long)firstRow * chunks + j];
-            if (withOutputGrad)
-                nextS = gs[(long)firstRow * chunks + j];
-        }
-        for (int row = firstRow; row < endRow; row++)
-        {
-            Float8 g = vc.Load(nextG), v = vc.Load(nextV);
-            TVec s = nextS;
-            if (owner && row + 1 < endRow)
-            {
-                nextG = dys[(long)(row + 1) * chunks + j];
-                nextV = hs[(long)(row + 1) * chunks + j];
-                if (withOutputGrad)
-                    nextS = gs[(long)(row + 1) * chunks + j];
-            }
-            float r = rstd[row];
-            Float8 m = M8<TCodec, T>(c, g, w, mode);
-            float dot = GroupReduce.Sum(m.Dot(v), row);
-            if (!owner)
-                continue;
-            Float8 d = Dx8(m, v, r, dot, invCols);
-            dhs[(long)row * chunks + j] = withOutputGrad
-                ? vc.Store(Sum(vc.Load(vc.Store(d)), vc.Load(s)))
-                : vc.Store(d);
-            AccumulateDw8<TCodec, T>(c, ref acc, g, v, r, mode);
-        }
-        if (owner)
-            weightGradPartials[(long)Grid.IdxX * chunks + j] = acc;
-    }
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec> =>
+        BackwardVectorizedBody<T, TCodec, TVec, TVecCodec, ResidualGradient<TVec, TVecCodec>>(dy, h, weight, rstd, dh,
+            weightGradPartials, rows, chunks, rowsPerGroup, offset, castingMode.Value,
+            new(outputGrad.AsAligned(16), hasOutputGrad.Value != 0));
 
     // ---- scalar: any row length ----
 
@@ -166,52 +122,14 @@ internal static class FusedAddRmsNormKernels
     }
 
     /// <summary>
-    /// RMSNorm's scalar backward over h plus the gradient that reached h directly. Persistent groups;
-    /// with <paramref name="accumulateWeightGrad"/> set, each group's fp32 dW partial sum goes to row
-    /// <c>Grid.IdxX</c> of the partials, accumulated in dynamic shared memory (each thread owns its columns).
+    /// RMSNorm's scalar backward over h (<see cref="RmsNormKernels.BackwardBody"/>) plus the gradient that
+    /// reached h directly, read only when <paramref name="hasOutputGrad"/> is set.
     /// </summary>
     internal static void Backward<T, TCodec>(
         ArrayView<T> dy, ArrayView<T> outputGrad, ArrayView<T> h, ArrayView<T> weight, ArrayView<float> rstd, ArrayView<T> dh,
         ArrayView<float> weightGradPartials, int rows, int cols, int rowsPerGroup, float offset, int mode,
         int accumulateWeightGrad, int hasOutputGrad)
-        where T : unmanaged where TCodec : struct, IElementCodec<T>
-    {
-        TCodec codec = default;
-        var dwAccumulator = SharedMemory.GetDynamic<float>();
-        bool accumulate = accumulateWeightGrad != 0, withOutputGrad = hasOutputGrad != 0;
-        if (accumulate)
-            for (int c = Group.IdxX; c < cols; c += Group.DimX)
-                dwAccumulator[c] = 0f;
-
-        int firstRow = Grid.IdxX * rowsPerGroup;
-        int endRow = Math.Min(rows, firstRow + rowsPerGroup);
-        for (int row = firstRow; row < endRow; row++)
-        {
-            long start = (long)row * cols;
-            float r = rstd[row];
-
-            float dot = 0f;
-            for (int c = Group.IdxX; c < cols; c += Group.DimX)
-                dot += M<TCodec, T>(codec, codec.Load(dy[start + c]), WeightPlusOffset<TCodec, T>(codec, codec.Load(weight[c]), offset, mode), mode)
-                    * codec.Load(h[start + c]);
-            dot = GroupReduce.Sum(dot, row);
-
-            float k = r * r * dot / cols;
-            float rs = mode == None ? codec.Round(r) : r;
-            for (int c = Group.IdxX; c < cols; c += Group.DimX)
-            {
-                float g = codec.Load(dy[start + c]);
-                float v = codec.Load(h[start + c]);
-                float m = M<TCodec, T>(codec, g, WeightPlusOffset<TCodec, T>(codec, codec.Load(weight[c]), offset, mode), mode);
-                if (accumulate)
-                    dwAccumulator[c] += Dw<TCodec, T>(codec, g, v, r, rs, mode);
-                float d = r * (m - k * v);
-                dh[start + c] = codec.Store(withOutputGrad ? codec.Round(d) + codec.Load(outputGrad[start + c]) : d);
-            }
-        }
-
-        if (accumulate)
-            for (int c = Group.IdxX; c < cols; c += Group.DimX)
-                weightGradPartials[(long)Grid.IdxX * cols + c] = dwAccumulator[c];
-    }
+        where T : unmanaged where TCodec : struct, IElementCodec<T> =>
+        BackwardBody<T, TCodec, ResidualElementGradient<T, TCodec>>(dy, h, weight, rstd, dh, weightGradPartials, rows, cols,
+            rowsPerGroup, offset, mode, accumulateWeightGrad, new(outputGrad, hasOutputGrad != 0));
 }

@@ -163,9 +163,22 @@ internal static class RmsNormKernels
         ArrayView<Float8> weightGradPartials, int rows, int chunks, int rowsPerGroup, float offset,
         SpecializedValue<int> castingMode)
         where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec> =>
+        BackwardVectorizedBody<T, TCodec, TVec, TVecCodec, NoDirectGradient<TVec, TVecCodec>>(dy, x, weight, rstd, dx,
+            weightGradPartials, rows, chunks, rowsPerGroup, offset, castingMode.Value, default);
+
+    /// <summary>
+    /// The body of both vectorised RMSNorm backward kernels (this op's and fused add+RMSNorm's): they differ
+    /// only in <typeparamref name="TDirect"/>, a gradient that reaches x directly and is added to dx.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void BackwardVectorizedBody<T, TCodec, TVec, TVecCodec, TDirect>(
+        ArrayView<TVec> dy, ArrayView<TVec> x, ArrayView<TVec> weight, ArrayView<float> rstd, ArrayView<TVec> dx,
+        ArrayView<Float8> weightGradPartials, int rows, int chunks, int rowsPerGroup, float offset, int mode, TDirect direct)
+        where T : unmanaged where TCodec : struct, IElementCodec<T>
         where TVec : unmanaged where TVecCodec : struct, IVectorCodec<TVec>
+        where TDirect : struct, IDirectGradient<TVec, TVecCodec>
     {
-        int mode = castingMode.Value; // a compile-time constant of the specialised kernel
         TCodec c = default;
         TVecCodec vc = default;
         var (dys, xs, dxs) = (dy.AsAligned(16), x.AsAligned(16), dx.AsAligned(16));
@@ -176,27 +189,30 @@ internal static class RmsNormKernels
         int endRow = Math.Min(rows, firstRow + rowsPerGroup);
 
         Float8 w = default, acc = default;
-        TVec nextG = default, nextV = default;
+        TVec nextG = default, nextV = default, nextS = default;
         if (owner && firstRow < endRow)
         {
             w = WeightPlusOffset8<TCodec, T>(c, vc.Load(weight.AsAligned(16)[j]), offset, mode);
             nextG = dys[(long)firstRow * chunks + j];
             nextV = xs[(long)firstRow * chunks + j];
+            direct.Prefetch(ref nextS, (long)firstRow * chunks + j);
         }
         for (int row = firstRow; row < endRow; row++)
         {
             Float8 g = vc.Load(nextG), v = vc.Load(nextV);
+            TVec s = nextS;
             if (owner && row + 1 < endRow)
             {
                 nextG = dys[(long)(row + 1) * chunks + j];
                 nextV = xs[(long)(row + 1) * chunks + j];
+                direct.Prefetch(ref nextS, (long)(row + 1) * chunks + j);
             }
             float r = rstd[row];
             Float8 m = M8<TCodec, T>(c, g, w, mode);
             float dot = GroupReduce.Sum(m.Dot(v), row);
             if (!owner)
                 continue;
-            dxs[(long)row * chunks + j] = vc.Store(Dx8(m, v, r, dot, invCols));
+            direct.Store(dxs, (long)row * chunks + j, Dx8(m, v, r, dot, invCols), s);
             AccumulateDw8<TCodec, T>(c, ref acc, g, v, r, mode);
         }
         if (owner)
@@ -243,7 +259,17 @@ internal static class RmsNormKernels
         ArrayView<T> dy, ArrayView<T> x, ArrayView<T> weight, ArrayView<float> rstd, ArrayView<T> dx,
         ArrayView<float> weightGradPartials, int rows, int cols, int rowsPerGroup, float offset, int mode,
         int accumulateWeightGrad)
-        where T : unmanaged where TCodec : struct, IElementCodec<T>
+        where T : unmanaged where TCodec : struct, IElementCodec<T> =>
+        BackwardBody<T, TCodec, NoDirectElementGradient<T, TCodec>>(dy, x, weight, rstd, dx, weightGradPartials, rows, cols, rowsPerGroup,
+            offset, mode, accumulateWeightGrad, default);
+
+    /// <summary>The body of both scalar RMSNorm backward kernels (see <see cref="BackwardVectorizedBody"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void BackwardBody<T, TCodec, TDirect>(
+        ArrayView<T> dy, ArrayView<T> x, ArrayView<T> weight, ArrayView<float> rstd, ArrayView<T> dx,
+        ArrayView<float> weightGradPartials, int rows, int cols, int rowsPerGroup, float offset, int mode,
+        int accumulateWeightGrad, TDirect direct)
+        where T : unmanaged where TCodec : struct, IElementCodec<T> where TDirect : struct, IDirectElementGradient<T, TCodec>
     {
         TCodec codec = default;
         var dwAccumulator = SharedMemory.GetDynamic<float>();
@@ -274,7 +300,7 @@ internal static class RmsNormKernels
                 float m = M<TCodec, T>(codec, g, WeightPlusOffset<TCodec, T>(codec, codec.Load(weight[c]), offset, mode), mode);
                 if (accumulate)
                     dwAccumulator[c] += Dw<TCodec, T>(codec, g, v, r, rs, mode);
-                dx[start + c] = codec.Store(r * (m - k * v));
+                direct.Store(dx, start + c, r * (m - k * v));
             }
         }
 

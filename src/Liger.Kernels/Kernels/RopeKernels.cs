@@ -10,7 +10,7 @@ namespace Liger.Kernels.Kernels;
 /// kernel, 8-element vectors for the vectorised one); a dimension of size 1 has stride 0. Public only
 /// because ILGPU's CPU backend builds types that take it as a kernel argument.
 /// </summary>
-public struct RopeLayout
+internal struct RopeLayout
 {
     /// <summary>batch × sequence: the rows the grid strides over.</summary>
     public long Rows;

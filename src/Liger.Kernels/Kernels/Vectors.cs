@@ -6,7 +6,7 @@ namespace Liger.Kernels.Kernels;
 
 /// <summary>Eight fp32 lanes: the compute type of vectorised kernels, and the storage of 8 float32 (32 bytes).</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct Float8
+internal struct Float8
 {
 #pragma warning disable CS1591 // lanes
     public float V0, V1, V2, V3, V4, V5, V6, V7;
@@ -29,7 +29,7 @@ public struct Float8
 
 /// <summary>Eight bfloat16 values in 16 bytes (one vector load), two per 32-bit word, low half first.</summary>
 [StructLayout(LayoutKind.Sequential)]
-public struct BFloat16x8
+internal struct BFloat16x8
 {
 #pragma warning disable CS1591 // packed pairs
     public uint P0, P1, P2, P3;
@@ -37,7 +37,7 @@ public struct BFloat16x8
 }
 
 /// <summary>Conversion between a packed 8-element vector and <see cref="Float8"/>.</summary>
-public interface IVectorCodec<TVec> where TVec : unmanaged
+internal interface IVectorCodec<TVec> where TVec : unmanaged
 {
     /// <summary>Unpacks eight values to fp32.</summary>
     Float8 Load(TVec packed);
@@ -47,7 +47,7 @@ public interface IVectorCodec<TVec> where TVec : unmanaged
 }
 
 /// <summary>float32: eight values are already a <see cref="Float8"/> (two 16-byte loads).</summary>
-public readonly struct Float32x8Codec : IVectorCodec<Float8>
+internal readonly struct Float32x8Codec : IVectorCodec<Float8>
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public Float8 Load(Float8 packed) => packed;
@@ -56,7 +56,7 @@ public readonly struct Float32x8Codec : IVectorCodec<Float8>
 }
 
 /// <summary>bfloat16: a bf16 is the upper half of an fp32, so unpacking is a shift or a mask.</summary>
-public readonly struct BFloat16x8Codec : IVectorCodec<BFloat16x8>
+internal readonly struct BFloat16x8Codec : IVectorCodec<BFloat16x8>
 {
     /// <inheritdoc/>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -6,9 +6,10 @@ namespace Liger.Kernels.Modules;
 
 /// <summary>
 /// lm_head and cross-entropy in one: loss(hidden · weightᵀ + bias, target) without materialising the
-/// logits of all tokens (see <see cref="LigerFusedLinearCrossEntropyFunction"/>). Arguments in
-/// Liger-Kernel's order: lm_head's weight (V, H), hidden states (..., H), int64 targets (...), bias (V).
-/// The inputs are left untouched.
+/// logits of all tokens (see <see cref="LigerFusedLinearCrossEntropyFunction"/>). Arguments in the
+/// function's order, hidden states first as everywhere in this library (Liger-Kernel's Python module takes
+/// lm_head's weight first; see docs/design.md, Conventions): hidden states (..., H), lm_head's weight (V, H),
+/// int64 targets (...), bias (V). The inputs are left untouched.
 /// </summary>
 public sealed class LigerFusedLinearCrossEntropyLoss : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
@@ -22,14 +23,14 @@ public sealed class LigerFusedLinearCrossEntropyLoss : nn.Module<Tensor, Tensor,
     public FusedLinearCrossEntropyOptions Options { get; }
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor weight, Tensor hidden, Tensor target) =>
+    public override Tensor forward(Tensor hidden, Tensor weight, Tensor target) =>
         LigerFusedLinearCrossEntropyFunction.Apply(hidden, weight, target, null, Options);
 
     /// <summary>The loss with lm_head's bias.</summary>
-    public Tensor forward(Tensor weight, Tensor hidden, Tensor target, Tensor? bias) =>
+    public Tensor forward(Tensor hidden, Tensor weight, Tensor target, Tensor? bias) =>
         LigerFusedLinearCrossEntropyFunction.Apply(hidden, weight, target, bias, Options);
 
     /// <summary>The loss and the extras the cross-entropy options ask for (z-loss, accuracy, predicted tokens).</summary>
-    public CrossEntropyResult ForwardWithExtras(Tensor weight, Tensor hidden, Tensor target, Tensor? bias = null) =>
+    public CrossEntropyResult ForwardWithExtras(Tensor hidden, Tensor weight, Tensor target, Tensor? bias = null) =>
         LigerFusedLinearCrossEntropyFunction.ApplyWithExtras(hidden, weight, target, bias, Options);
 }

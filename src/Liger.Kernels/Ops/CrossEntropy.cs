@@ -150,7 +150,7 @@ internal sealed class CrossEntropyAutograd : autograd.MultiTensorFunction<CrossE
 }
 
 /// <summary>Host side of cross-entropy: checks, totals, kernel launches, the CPU path.</summary>
-public static class CrossEntropyOp
+internal static class CrossEntropyOp
 {
     /// <summary>Largest vocabulary: 2^28 classes (row indices and per-thread scratch stay in 32-bit sizes).</summary>
     public const long MaxClasses = 1L << 28;

@@ -88,7 +88,7 @@ internal sealed class FusedAddRmsNormAutograd : autograd.MultiTensorFunction<Fus
 }
 
 /// <summary>Host side of fused add + RMSNorm: argument checks, kernel launches, and the TorchSharp CPU path.</summary>
-public static class FusedAddRmsNormOp
+internal static class FusedAddRmsNormOp
 {
 
     internal static void Validate(Tensor x, Tensor residual, Tensor weight, double eps, double offset, RmsNormCastingMode mode)

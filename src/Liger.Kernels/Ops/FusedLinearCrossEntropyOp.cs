@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Liger.Kernels.Ops;
 
 /// <summary>Host side of fused linear cross-entropy: checks, the chunk policy and the chunk loop.</summary>
-public static class FusedLinearCrossEntropyOp
+internal static class FusedLinearCrossEntropyOp
 {
     /// <summary>
     /// Default bound on one chunk's logits: 1 GiB. At Llama-3 sizes (V = 128256, bf16) that is 4096 tokens

@@ -32,7 +32,7 @@ internal sealed class GeGluAutograd : GatedAutograd<GeGluAutograd, GeGluCpu, Gel
 
 /// <summary>Host side of GeGLU: argument checks, kernel launches, and the CPU path (all shared with SwiGLU
 /// through <see cref="GatedOp{TCpu, TActivation}"/>; GELU itself is <see cref="GeluTanh"/> and <see cref="GeGluCpu"/>).</summary>
-public static class GeGluOp
+internal static class GeGluOp
 {
     internal static void Validate(Tensor a, Tensor b) => GatedOp<GeGluCpu, GeluTanh>.Validate(a, b);
 

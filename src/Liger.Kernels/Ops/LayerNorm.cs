@@ -63,7 +63,7 @@ internal sealed class LayerNormAutograd : autograd.MultiTensorFunction<LayerNorm
 }
 
 /// <summary>Host side of LayerNorm: argument checks, kernel launches, and the CPU paths.</summary>
-public static class LayerNormOp
+internal static class LayerNormOp
 {
 
     internal static void Validate(Tensor x, Tensor weight, Tensor? bias, double eps)

@@ -83,7 +83,7 @@ internal sealed class RmsNormAutograd : autograd.MultiTensorFunction<RmsNormAuto
 }
 
 /// <summary>Host side of RMSNorm: argument checks, kernel launches, and the TorchSharp CPU path.</summary>
-public static class RmsNormOp
+internal static class RmsNormOp
 {
     internal static void Validate(Tensor x, Tensor weight, double eps, double offset)
     {

@@ -86,7 +86,7 @@ internal sealed class RopeAutograd : autograd.MultiTensorFunction<RopeAutograd>
 }
 
 /// <summary>Host side of RoPE: argument checks, kernel launches, and the CPU paths.</summary>
-public static class RopeOp
+internal static class RopeOp
 {
     internal static void Validate(Tensor q, Tensor k, Tensor cos, Tensor sin, bool inPlace)
     {

@@ -31,7 +31,7 @@ internal sealed class SwiGluAutograd : GatedAutograd<SwiGluAutograd, SwiGluCpu, 
 
 /// <summary>Host side of SwiGLU: argument checks, kernel launches, and the CPU path (all shared with GeGLU
 /// through <see cref="GatedOp{TCpu, TActivation}"/>; silu itself is <see cref="SiLU"/> and <see cref="SwiGluCpu"/>).</summary>
-public static class SwiGluOp
+internal static class SwiGluOp
 {
     internal static void Validate(Tensor a, Tensor b) => GatedOp<SwiGluCpu, SiLU>.Validate(a, b);
 

@@ -10,7 +10,7 @@ namespace Liger.Kernels.Runtime;
 /// for the life of the device; launches go to the accelerator's default stream, which on CUDA is the
 /// legacy default stream of libtorch's primary context (see <see cref="CudaContextSharing"/>).
 /// </summary>
-public sealed class KernelDevice
+internal sealed class KernelDevice
 {
     private readonly ConcurrentDictionary<System.Reflection.MethodInfo, Delegate> kernels = new();
 

@@ -59,14 +59,14 @@ public static class LigerRuntime
     internal static void Report(string op, ExecutionPath path) => OpExecuted?.Invoke(op, path);
 
     /// <summary>The ILGPU context (O2, PTX enhanced mode so aligned structure loads become vector loads).</summary>
-    public static Context Context => context.Value;
+    internal static Context Context => context.Value;
 
     /// <summary>ILGPU's CPU accelerator, emulating a GPU with 32-thread warps.</summary>
-    public static KernelDevice Emulator => emulator.Value;
+    internal static KernelDevice Emulator => emulator.Value;
 
     /// <summary>The CUDA kernel device for torch device cuda:<paramref name="index"/>.</summary>
     /// <exception cref="InvalidOperationException">No CUDA device with that index is visible to ILGPU.</exception>
-    public static KernelDevice Cuda(int index = 0)
+    internal static KernelDevice Cuda(int index = 0)
     {
         lock (gate)
         {
@@ -87,7 +87,7 @@ public static class LigerRuntime
     /// The kernel device that serves <paramref name="tensor"/>'s device, or null when the op should take
     /// its TorchSharp CPU path (a CPU tensor with <see cref="CpuExecution"/> = Torch).
     /// </summary>
-    public static KernelDevice? KernelDeviceFor(torch.Tensor tensor, string argumentName)
+    internal static KernelDevice? KernelDeviceFor(torch.Tensor tensor, string argumentName)
     {
         var device = tensor.device;
         return device.type switch

@@ -1,6 +1,7 @@
 using BenchmarkDotNet.Attributes;
 using Liger.Kernels.Ops;
 using Liger.Kernels.Runtime;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Liger.Benchmarks.Cpu;
@@ -9,21 +10,16 @@ namespace Liger.Benchmarks.Cpu;
 /// Residual add + RMSNorm forward + backward on the CPU, both outputs receiving a gradient (as in a
 /// decoder stack): Liger's CPU path against the eager composite it replaces.
 /// </summary>
-[MemoryDiagnoser(false)]
 [WarmupCount(5), IterationCount(40)]
-public class FusedAddRmsNormCpuBenchmarks
+public class FusedAddRmsNormCpuBenchmarks : CpuOpBenchmark
 {
     private Tensor x = null!, residual = null!, weight = null!, dy = null!, dh = null!;
 
     [Params(2048)] public int Rows;
     [Params(4096)] public int Hidden;
 
-    [GlobalSetup]
-    public void Setup()
+    protected override void CreateInputs()
     {
-        LigerRuntime.CpuExecution = CpuExecution.Torch;
-        CpuThreads.Pin();
-        manual_seed(0);
         x = randn(Rows, Hidden).requires_grad_();
         residual = randn(Rows, Hidden).requires_grad_();
         weight = randn(Hidden).requires_grad_();
@@ -31,19 +27,15 @@ public class FusedAddRmsNormCpuBenchmarks
         dh = randn(Rows, Hidden);
     }
 
-    [Benchmark(Baseline = true)]
-    public void Eager()
+    protected override void EagerStep()
     {
-        using var scope = NewDisposeScope();
         var h = residual.Plus(x);
         var y = h * rsqrt(h.Squared().mean([-1L], keepdim: true).Plus(1e-6)) * weight;
         autograd.grad([y, h], [x, residual, weight], [dy, dh]);
     }
 
-    [Benchmark]
-    public void Liger()
+    protected override void LigerStep()
     {
-        using var scope = NewDisposeScope();
         var (y, h) = LigerFusedAddRMSNormFunction.Apply(x, residual, weight);
         autograd.grad([y, h], [x, residual, weight], [dy, dh]);
     }

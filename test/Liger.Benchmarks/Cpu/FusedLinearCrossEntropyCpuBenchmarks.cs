@@ -7,9 +7,8 @@ using static TorchSharp.torch;
 namespace Liger.Benchmarks.Cpu;
 
 /// <summary>lm_head + cross-entropy forward + backward on the CPU (fp32): Liger's chunked path against eager linear + cross_entropy.</summary>
-[MemoryDiagnoser(false)]
 [WarmupCount(3), IterationCount(20)]
-public class FusedLinearCrossEntropyCpuBenchmarks
+public class FusedLinearCrossEntropyCpuBenchmarks : CpuOpBenchmark
 {
     private Tensor hidden = null!, weight = null!, target = null!;
 
@@ -17,29 +16,16 @@ public class FusedLinearCrossEntropyCpuBenchmarks
     [Params(512)] public int Hidden;
     [Params(32000)] public int Vocab;
 
-    [GlobalSetup]
-    public void Setup()
+    protected override void CreateInputs()
     {
-        LigerRuntime.CpuExecution = CpuExecution.Torch;
-        CpuThreads.Pin();
-        manual_seed(0);
         hidden = randn(Tokens, Hidden).requires_grad_();
         weight = (randn(Vocab, Hidden).DividedBy(16)).requires_grad_();
         target = randint(0, Vocab, [Tokens], dtype: ScalarType.Int64);
     }
 
-    [Benchmark(Baseline = true)]
-    public void Eager()
-    {
-        using var scope = NewDisposeScope();
-        var loss = nn.functional.cross_entropy(nn.functional.linear(hidden, weight), target);
-        autograd.grad([loss], [hidden, weight]);
-    }
+    protected override void EagerStep() =>
+        autograd.grad([nn.functional.cross_entropy(nn.functional.linear(hidden, weight), target)], [hidden, weight]);
 
-    [Benchmark]
-    public void Liger()
-    {
-        using var scope = NewDisposeScope();
+    protected override void LigerStep() =>
         autograd.grad([LigerFusedLinearCrossEntropyFunction.Apply(hidden, weight, target)], [hidden, weight]);
-    }
 }

@@ -10,9 +10,8 @@ namespace Liger.Benchmarks.Cpu;
 /// RoPE forward + backward on the CPU (float32, GQA, q and k as transposed projection views): Liger's CPU
 /// path against Hugging Face's eager apply_rotary_pos_emb.
 /// </summary>
-[MemoryDiagnoser(false)]
 [WarmupCount(5), IterationCount(40)]
-public class RopeCpuBenchmarks
+public class RopeCpuBenchmarks : CpuOpBenchmark
 {
     private const int Batch = 1;
     private Tensor qLeaf = null!, kLeaf = null!, cos = null!, sin = null!, dq = null!, dk = null!;
@@ -22,12 +21,8 @@ public class RopeCpuBenchmarks
     [Params(8)] public int KvHeads;
     [Params(128)] public int HeadDim;
 
-    [GlobalSetup]
-    public void Setup()
+    protected override void CreateInputs()
     {
-        LigerRuntime.CpuExecution = CpuExecution.Torch;
-        CpuThreads.Pin();
-        manual_seed(0);
         qLeaf = randn(Batch, Seq, QHeads * HeadDim).requires_grad_();
         kLeaf = randn(Batch, Seq, KvHeads * HeadDim).requires_grad_();
         (cos, sin) = RotaryEmbedding.CosSin(Ranges.Int64(0, Seq), HeadDim, 500000.0);
@@ -39,10 +34,8 @@ public class RopeCpuBenchmarks
     private Tensor Q => qLeaf.view(Batch, Seq, QHeads, HeadDim).transpose(1, 2);
     private Tensor K => kLeaf.view(Batch, Seq, KvHeads, HeadDim).transpose(1, 2);
 
-    [Benchmark(Baseline = true)]
-    public void Eager()
+    protected override void EagerStep()
     {
-        using var scope = NewDisposeScope();
         var (c, s) = (cos.unsqueeze(1), sin.unsqueeze(1));
         var (q, k) = (Q, K);
         var qe = (q * c).Plus(RotateHalf(q) * s);
@@ -50,10 +43,8 @@ public class RopeCpuBenchmarks
         autograd.grad([qe, ke], [qLeaf, kLeaf], [dq, dk]);
     }
 
-    [Benchmark]
-    public void Liger()
+    protected override void LigerStep()
     {
-        using var scope = NewDisposeScope();
         var (qe, ke) = LigerRotaryPosEmb.Apply(Q, K, cos, sin);
         autograd.grad([qe, ke], [qLeaf, kLeaf], [dq, dk]);
     }

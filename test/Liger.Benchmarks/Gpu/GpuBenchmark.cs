@@ -77,7 +77,7 @@ internal static partial class GpuBenchmark
     private static IEnumerable<GpuCase> Cases() =>
     [
         .. RmsNormCases(), .. FusedAddRmsNormCases(), .. LayerNormCases(), .. SwiGluCases(), .. GeGluCases(), .. RopeCases(),
-        .. CrossEntropyCases(), .. FusedLinearCrossEntropyCases(),
+        .. CrossEntropyCases(), .. FusedLinearCrossEntropyCases(), .. RmsNormLinearsCases(), .. GatedLinearCases(),
     ];
 
     private static GpuResult Measure(GpuCase benchCase, int iters, CudaMemoryStats? stats, double copyBandwidth)
