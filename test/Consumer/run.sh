@@ -9,7 +9,8 @@
 #   4. runs test/Consumer/Program.cs in it (a tiny fine-tune on the CPU, checked; see the file);
 #   5. checks the TorchSharp load fix that Liger.Kernels' buildTransitive targets applied: on a host whose libstdc++
 #      lacks GLIBCXX_3.4.32 (Debian 12) the output's libLibTorchSharp.so differs from TorchSharp's in exactly one
-#      byte, and it is left as shipped with LigerPatchLibTorchSharp=false or when the libstdc++ judged by has it;
+#      byte (none where it has it), publish gives the same file, and it is left as shipped with
+#      LigerPatchLibTorchSharp=false or when the libstdc++ judged by (LigerLibStdCxxPath) has the version;
 #   6. installs Liger.Launch as a dotnet tool from the feed and runs `liger-launch --help`.
 # NuGet's package folder is a fresh one (NUGET_PACKAGES), so an older liger.* in ~/.nuget/packages cannot stand in for
 # the packages just packed. Exits non-zero, naming the step, when anything fails. LIGER_CONSUMER_KEEP=1 keeps the folder.
@@ -84,6 +85,10 @@ else
   [ "$differing" -eq 1 ] || fail "$libstdcxx lacks GLIBCXX_3.4.32: expected the output's libLibTorchSharp.so to differ from TorchSharp's in 1 byte (the weak flag), got $differing"
 fi
 echo "  $libstdcxx; output libLibTorchSharp.so differs from TorchSharp's in $differing byte(s)"
+(cd "$app" && dotnet publish -c Release --no-build -o "$work/publish" -v q -clp:NoSummary >/dev/null) || fail "dotnet publish of the consumer app"
+published=$(find "$work/publish" -name libLibTorchSharp.so | head -n 1)
+cmp -s "$built" "$published" || fail "the published libLibTorchSharp.so ('$published') is not the build output's"
+echo "  publish: the same libLibTorchSharp.so as the build output"
 fake="$work/libstdc++-with-3.4.32.so"
 printf 'stand-in for a newer libstdc++\0GLIBCXX_3.4.32\0' > "$fake"
 for property in "LigerPatchLibTorchSharp=false" "LigerLibStdCxxPath=$fake"; do
