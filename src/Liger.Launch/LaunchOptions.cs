@@ -11,7 +11,7 @@ public sealed record LaunchOptions(int ProcessesPerNode, string MasterAddress, i
 {
     /// <summary>Usage text.</summary>
     public const string Usage =
-        "usage: Liger.Launch [--nproc-per-node N] [--master-addr HOST] [--master-port PORT] -- PROGRAM [ARGS...]\n" +
+        "usage: liger-launch [--nproc-per-node N] [--master-addr HOST] [--master-port PORT] -- PROGRAM [ARGS...]\n" +
         "Starts N copies of PROGRAM (default: one per GPU in CUDA_VISIBLE_DEVICES, else 1) with RANK, WORLD_SIZE, LOCAL_RANK,\n" +
         "LOCAL_WORLD_SIZE, MASTER_ADDR (default 127.0.0.1) and MASTER_PORT (default 29500) set, prefixes their output with\n" +
         "their rank, stops the others when one fails and exits with the first failure's code.";

@@ -1,5 +1,11 @@
 using Liger.Launch;
 
+// Installed as a dotnet tool (liger-launch), --help is the first thing a user types.
+if (args is ["--help"] or ["-h"])
+{
+    Console.WriteLine(LaunchOptions.Usage);
+    return 0;
+}
 LaunchOptions options;
 try
 {
