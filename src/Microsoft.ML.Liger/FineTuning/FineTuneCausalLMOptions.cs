@@ -1,7 +1,7 @@
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.FineTuning;
 
 /// <summary>
 /// Options of <see cref="LigerCatalog.FineTuneCausalLM"/>: which model and tokenizer, which columns, and the

@@ -1,5 +1,6 @@
 using Liger.Kernels.Ops;
 using Liger.Kernels.Runtime;
+using Microsoft.ML.Liger.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -54,7 +55,7 @@ public sealed partial class CausalLM : nn.Module
     public Parameter LmHeadWeight => lmHead?.weight ?? decoder.EmbedTokens.weight!;
 
     /// <summary>The decoder layers.</summary>
-    public IReadOnlyList<DecoderLayer> Layers => decoder.Layers;
+    internal IReadOnlyList<DecoderLayer> Layers => decoder.Layers;
 
     /// <summary>Which Liger kernels this model actually runs, in words (an op the family cannot use stays eager).</summary>
     public string AppliedKernels
@@ -206,7 +207,7 @@ public sealed partial class CausalLM : nn.Module
         // Everything the layer reads goes in as an input, so the recompute in the backward sees the same tensors.
         var mask = inputs.Mask;
         Tensor[] layerInputs = mask.Allowed is null ? [hidden, inputs.Cos, inputs.Sin] : [hidden, inputs.Cos, inputs.Sin, mask.Allowed];
-        var outputs = GradientCheckpoint.Apply(layer, xs =>
+        var outputs = Recompute.Apply(layer, xs =>
         {
             var recomputed = new AttentionInputs(xs[1], xs[2], new AttentionMask(xs.Length > 3 ? xs[3] : null, mask.IsCausal), null, layer.Index);
             var (h, router) = layer.Forward(xs[0], recomputed);

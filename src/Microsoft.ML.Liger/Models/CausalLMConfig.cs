@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Liger.Models.Weights;
 
 namespace Microsoft.ML.Liger.Models;
 

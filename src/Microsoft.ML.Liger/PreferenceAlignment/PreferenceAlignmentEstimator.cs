@@ -1,10 +1,11 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// Aligns a causal LM to preferences with ORPO, DPO, CPO, SimPO or KTO on an IDataView of prompts with chosen and

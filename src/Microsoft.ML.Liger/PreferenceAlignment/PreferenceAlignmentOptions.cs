@@ -2,7 +2,7 @@ using Liger.Kernels.Losses;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// Options of <see cref="LigerCatalog.PreferenceAlignment"/> and <see cref="LigerCatalog.Orpo"/>: the algorithm and its
@@ -121,7 +121,7 @@ public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions
     /// </summary>
     public int? MaxPromptLength { get; set; }
 
-    /// <summary>Wrap prompt and responses in the tokenizer's chat template (as <see cref="FineTuneCausalLMOptions.UseChatTemplate"/>). Default false.</summary>
+    /// <summary>Wrap prompt and responses in the tokenizer's chat template (as <see cref="FineTuning.FineTuneCausalLMOptions.UseChatTemplate"/>). Default false.</summary>
     public bool UseChatTemplate { get; set; }
 
     /// <summary>A system message before each prompt when <see cref="UseChatTemplate"/> is on; null: none.</summary>

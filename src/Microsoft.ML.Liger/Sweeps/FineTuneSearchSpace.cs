@@ -6,7 +6,7 @@ namespace Microsoft.ML.Liger.Sweeps;
 /// The default parameters of a fine-tuning sweep: the options that decide whether a run fits in memory, how fast it
 /// goes and how well it learns. Narrow it with <see cref="SearchSpace{T}.WithChoice"/>, for example
 /// <c>new SearchSpace&lt;FineTuneSearchSpace&gt;().WithChoice(nameof(FineTuneSearchSpace.MaxContextLength), 512, 1024, 2048)</c>;
-/// fix a parameter with a single choice. The defaults of the properties are <see cref="FineTuneCausalLMOptions"/>'s.
+/// fix a parameter with a single choice. The defaults of the properties are <see cref="FineTuning.FineTuneCausalLMOptions"/>'s.
 /// </summary>
 public sealed class FineTuneSearchSpace
 {

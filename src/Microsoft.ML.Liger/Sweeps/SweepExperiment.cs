@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.Sweeps.Tuners;
 using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Liger.Sweeps;

@@ -61,7 +61,7 @@ public sealed class HiddenStatesTests
             return kept;
         }
         long plainKept = Run(plain), checkpointedKept = Run(checkpointed);
-        GradientCheckpoint.ThrowIfBackwardFailed();
+        Recompute.ThrowIfBackwardFailed();
         var grads = checkpointed.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad);
         foreach (var (parameterName, parameter) in plain.named_parameters())
         {

@@ -59,7 +59,7 @@ public sealed class HuggingFaceOracleTests
     {
         string folder = Path.Combine(FixtureRoot, name);
         var config = CausalLMConfig.Load(folder);
-        var expected = SafetensorsCheckpoint.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
+        var expected = SafetensorsWeights.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
         var tables = expected.Where(e => e.Key.StartsWith("rope.", StringComparison.Ordinal)).ToArray();
         Assert.IsNotEmpty(tables, "the fixture has no rope tables");
         foreach (var (key, table) in tables)
@@ -74,7 +74,7 @@ public sealed class HuggingFaceOracleTests
     private void Check(string name, LigerKernelOptions kernels, Device device)
     {
         string folder = Path.Combine(FixtureRoot, name);
-        var expected = SafetensorsCheckpoint.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
+        var expected = SafetensorsWeights.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
         using var model = CausalLM.FromPretrained(folder, new CausalLMOptions { Kernels = kernels, Device = device });
         var ids = expected["input_ids"].to(device);
         var mask = expected["attention_mask"].to(device);

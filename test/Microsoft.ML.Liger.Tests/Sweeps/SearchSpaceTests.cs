@@ -1,4 +1,5 @@
 using System.Reflection;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Sweeps;
 
 namespace Microsoft.ML.Liger.Tests.Sweeps;

@@ -2,13 +2,13 @@ using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// One decoder layer: attention and MLP blocks, each with the family's norms before and/or after it
 /// (<see cref="NormLayout"/>) and a residual add (scaled by Granite's residual_multiplier).
 /// </summary>
-public sealed class DecoderLayer : nn.Module
+internal sealed class DecoderLayer : nn.Module
 {
     private readonly Attention selfAttn;
     private readonly GatedMlp? mlp;

@@ -3,10 +3,10 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>The gate activation of a gated MLP, from config.json's hidden_act.</summary>
-public enum GateActivation
+internal enum GateActivation
 {
     /// <summary>silu (SwiGLU).</summary>
     Silu,
@@ -21,7 +21,7 @@ public enum GateActivation
 /// (Phi3, GLM: gate rows first). With Liger the product and down_proj run as one function
 /// (<see cref="LigerSiLUMulLinearFunction"/>, <see cref="LigerGELUMulLinearFunction"/>) that does not keep the product.
 /// </summary>
-public sealed class GatedMlp : nn.Module<Tensor, Tensor>
+internal sealed class GatedMlp : nn.Module<Tensor, Tensor>
 {
     private readonly Linear? gateProj, upProj, gateUpProj;
     private readonly Linear downProj;

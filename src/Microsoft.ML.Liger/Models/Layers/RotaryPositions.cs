@@ -3,7 +3,7 @@ using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// cos and sin tables of one rope configuration (one layer type), built as Hugging Face's rotary

@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// Mixtral's sparse mixture of experts (Hugging Face names: <c>block_sparse_moe.gate</c>,
@@ -12,7 +12,7 @@ namespace Microsoft.ML.Liger.Models;
 /// gated SiLU MLP (w1 gate, w3 up, w2 down) on Liger's SwiGLU kernel when enabled. Returns the router
 /// logits too, for the load-balancing loss.
 /// </summary>
-public sealed class SparseMoeBlock : nn.Module
+internal sealed class SparseMoeBlock : nn.Module
 {
     private readonly Linear gate;
     private readonly ModuleList<GatedMlp> experts;

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>Reads the JSON files of a checkpoint folder, with errors that name the file.</summary>
 internal static class JsonFiles

@@ -1,6 +1,6 @@
 using Microsoft.ML.Tokenizers;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>Builds the library's SentencePiece tokenizer from a tokenizer.model (Llama 2, Mistral, Gemma, Phi-3).</summary>
 internal static class SentencePieceFactory

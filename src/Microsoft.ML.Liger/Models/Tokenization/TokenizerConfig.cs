@@ -1,6 +1,7 @@
 using System.Text.Json;
+using Microsoft.ML.Liger.Models.Weights;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// The settings around the vocabulary that a checkpoint keeps in tokenizer_config.json,

@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Microsoft.ML.Liger.Sweeps;
+namespace Microsoft.ML.Liger.Sweeps.Tuners;
 
 /// <summary>
 /// Visits the grid from the cheapest point up, and records as infeasible, without running them, the points that an

@@ -38,10 +38,10 @@ namespace Microsoft.ML.Liger.Models;
 /// <para>An exception in the recompute (the block throws, or produces outputs of other shapes) cannot leave a
 /// TorchSharp backward: it would end the process. It is recorded, and the backward is made to fail inside
 /// libtorch, so the caller's <c>backward()</c> throws an <c>ExternalException</c> that names the node
-/// (GradientCheckpointBackward) and carries the cause as its inner exception, as for every Liger op; the
+/// (RecomputeBackward) and carries the cause as its inner exception, as for every Liger op; the
 /// failures are also kept for <see cref="ThrowIfBackwardFailed"/>, which rethrows the first (innermost).</para>
 /// </remarks>
-public static class GradientCheckpoint
+public static class Recompute
 {
     private static readonly object FailuresGate = new();
     private static readonly List<Exception> Failures = [];
@@ -75,13 +75,13 @@ public static class GradientCheckpoint
 
         var trainable = parameters.Where(p => p.requires_grad).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>().ToArray();
         if (!is_grad_enabled() || (trainable.Length == 0 && !inputs.Any(t => t.requires_grad)))
-            return CheckpointCall.Validated(block([.. inputs]), "the block");
+            return RecomputeCall.Validated(block([.. inputs]), "the block");
 
-        var call = new CheckpointCall(block, inputs, trainable, preserveRngState ? CpuRngState.Capture() : null);
+        var call = new RecomputeCall(block, inputs, trainable, preserveRngState ? CpuRngState.Capture() : null);
         // The scope frees what the block allocates beside its outputs (under no_grad nothing else holds it):
         // left to the caller's scope, every layer's activations would live until the step ends.
         using var scope = NewDisposeScope();
-        var outputs = CheckpointAutograd.Run(call, inputs);
+        var outputs = RecomputeAutograd.Run(call, inputs);
         scope.MoveToOuter(outputs);
         return [.. outputs];
     }

@@ -8,7 +8,7 @@ namespace Microsoft.ML.Liger.Tests.Models;
 /// (float32 on the CPU: the recompute runs the same ops in the same order), with Liger's kernels inside.
 /// </summary>
 [TestClass]
-public sealed class ModelCheckpointingTests
+public sealed class LayerRecomputeTests
 {
     public TestContext TestContext { get; set; } = null!;
 
@@ -29,7 +29,7 @@ public sealed class ModelCheckpointingTests
         using var actual = checkpointed.Forward(batch.Input);
         expected.Loss!.backward();
         actual.Loss!.backward();
-        GradientCheckpoint.ThrowIfBackwardFailed();
+        Recompute.ThrowIfBackwardFailed();
 
         Assert.AreEqual(expected.Loss.item<float>(), actual.Loss.item<float>(), "loss");
         var grads = checkpointed.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad);

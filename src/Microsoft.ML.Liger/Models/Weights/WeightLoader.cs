@@ -1,26 +1,26 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// Copies a checkpoint into a module's state-dict tensors: first every header is read and every name, shape
 /// and dtype checked (so a bad checkpoint leaves the module untouched), then tensors are read one at a time,
 /// file by file, so host memory beyond the module stays near one tensor.
 /// </summary>
-internal static class CheckpointLoader
+internal static class WeightLoader
 {
     private const int CopyBufferBytes = 1 << 20;
 
-    public static CheckpointLoadResult Load(nn.Module model, string folder, CheckpointLoadOptions options)
+    public static WeightLoadResult Load(nn.Module model, string folder, WeightLoadOptions options)
     {
-        var ignoredNames = new NamePatterns(options.IgnoredNames, nameof(CheckpointLoadOptions.IgnoredNames));
+        var ignoredNames = new NamePatterns(options.IgnoredNames, nameof(WeightLoadOptions.IgnoredNames));
         if (options.DType is { } requested && !SafetensorsDType.IsFloatingPoint(requested))
             throw new ArgumentException(
-                $"CheckpointLoadOptions.DType must be a floating-point type (Float16, BFloat16, Float32, Float64), not {requested}.",
+                $"WeightLoadOptions.DType must be a floating-point type (Float16, BFloat16, Float32, Float64), not {requested}.",
                 nameof(options));
 
-        var stored = CheckpointFiles.ReadTensors(folder);
+        var stored = WeightFiles.ReadTensors(folder);
         var moduleTensors = model.state_dict();
         // Found before any dtype conversion, which unties them.
         var sameTensorAs = SameTensor.Group(moduleTensors);
@@ -37,7 +37,7 @@ internal static class CheckpointLoader
             .Select(name => Mismatch(name, stored[name], moduleTensors[name], options.DType))
             .OfType<string>().ToList();
         if (mismatches.Count > 0 || (options.Strict && (missing.Count > 0 || unexpected.Count > 0)))
-            throw new CheckpointMismatchException(folder,
+            throw new WeightMismatchException(folder,
                 options.Strict ? missing : [], options.Strict ? unexpected : [], mismatches);
 
         if (options.DType is { } dtype && moduleTensors.Values.Any(t => SafetensorsDType.IsFloatingPoint(t.dtype) && t.dtype != dtype))
@@ -48,7 +48,7 @@ internal static class CheckpointLoader
         }
 
         CopyIn(toLoad, stored, moduleTensors, sameTensorAs, loadedSet);
-        return new CheckpointLoadResult([.. toLoad, .. filledByAlias], missing, unexpected, ignored);
+        return new WeightLoadResult([.. toLoad, .. filledByAlias], missing, unexpected, ignored);
     }
 
     private static string? Mismatch(string name, StoredTensor stored, Tensor target, ScalarType? requested)

@@ -3,7 +3,7 @@ using Microsoft.ML.Data;
 namespace Microsoft.ML.Liger;
 
 /// <summary>
-/// Builds the output SchemaShape of <see cref="LlmFineTuneEstimator.GetOutputSchema"/>. ML.NET keeps the
+/// Builds the output SchemaShape of <see cref="FineTuning.FineTuneCausalLMEstimator.GetOutputSchema"/>. ML.NET keeps the
 /// constructor of <see cref="SchemaShape.Column"/> internal, so the new columns are taken from the output shape
 /// of a public estimator that adds exactly them: a CustomMapping whose output type declares a text completion and
 /// two float columns, renamed through its schema definition. It is only asked for its shape, never fitted.

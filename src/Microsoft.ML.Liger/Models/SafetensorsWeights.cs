@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.Models.Weights;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Liger.Models;
@@ -7,42 +8,42 @@ namespace Microsoft.ML.Liger.Models;
 /// with model.safetensors.index.json) for any module whose state-dict names are Hugging Face's
 /// (<c>model.layers.0.self_attn.q_proj.weight</c>), so a checkpoint loads by name with no mapping table.
 /// </summary>
-public static class SafetensorsCheckpoint
+public static class SafetensorsWeights
 {
     /// <summary>
     /// Copies the checkpoint in <paramref name="folder"/> into <paramref name="model"/>'s parameters and
     /// persistent buffers, by name, in place: the module keeps its device, and its dtype unless
-    /// <see cref="CheckpointLoadOptions.DType"/> asks for another. Every header is validated and every name
+    /// <see cref="WeightLoadOptions.DType"/> asks for another. Every header is validated and every name
     /// and shape checked before anything is copied, so a failed load leaves the module as it was.
     /// Tensors are read one at a time, shard by shard.
     /// </summary>
     /// <returns>Which entries were loaded, missing, unexpected or ignored.</returns>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
     /// <exception cref="FileNotFoundException">The folder has no checkpoint, or the index names a shard that does not exist (both named).</exception>
-    /// <exception cref="CheckpointFormatException">A file is truncated or its header or index is invalid (the file and tensor are named).</exception>
-    /// <exception cref="CheckpointMismatchException">Missing, unexpected (strict) or mis-shaped tensors, or a stored dtype that cannot be loaded.</exception>
-    public static CheckpointLoadResult Load(nn.Module model, string folder, CheckpointLoadOptions? options = null)
+    /// <exception cref="WeightFormatException">A file is truncated or its header or index is invalid (the file and tensor are named).</exception>
+    /// <exception cref="WeightMismatchException">Missing, unexpected (strict) or mis-shaped tensors, or a stored dtype that cannot be loaded.</exception>
+    public static WeightLoadResult Load(nn.Module model, string folder, WeightLoadOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(folder);
         RequireLittleEndian();
-        return CheckpointLoader.Load(model, folder, options ?? new CheckpointLoadOptions());
+        return WeightLoader.Load(model, folder, options ?? new WeightLoadOptions());
     }
 
     /// <summary>
     /// Writes <paramref name="model"/>'s parameters and persistent buffers into <paramref name="folder"/> (created
     /// if needed) as model.safetensors, or as shards and an index when they exceed
-    /// <see cref="CheckpointSaveOptions.MaxShardBytes"/>. Each file's metadata holds {"format": "pt"}. The save is
+    /// <see cref="WeightSaveOptions.MaxShardBytes"/>. Each file's metadata holds {"format": "pt"}. The save is
     /// atomic: the files are staged and moved into place only when complete, so an interrupted save leaves the
     /// previous checkpoint loadable; old weight files are then removed and other files (config.json, tokenizer)
-    /// are left alone. Tensors are written contiguous, in their own dtype or <see cref="CheckpointSaveOptions.DType"/>.
+    /// are left alone. Tensors are written contiguous, in their own dtype or <see cref="WeightSaveOptions.DType"/>.
     /// </summary>
-    public static void Save(nn.Module model, string folder, CheckpointSaveOptions? options = null)
+    public static void Save(nn.Module model, string folder, WeightSaveOptions? options = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentException.ThrowIfNullOrEmpty(folder);
         RequireLittleEndian();
-        CheckpointSaver.Save(model, folder, options ?? new CheckpointSaveOptions());
+        WeightSaver.Save(model, folder, options ?? new WeightSaveOptions());
     }
 
     /// <summary>
@@ -50,12 +51,12 @@ public static class SafetensorsCheckpoint
     /// dtype, shape, file), without reading tensor data: for instance to tell whether a checkpoint stores
     /// lm_head.weight or relies on tied embeddings. Throws as <see cref="Load"/> does for a missing or corrupt checkpoint.
     /// </summary>
-    public static IReadOnlyDictionary<string, CheckpointTensorInfo> ReadIndex(string folder)
+    public static IReadOnlyDictionary<string, WeightTensorInfo> ReadIndex(string folder)
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
-        return CheckpointFiles.ReadTensors(folder).ToDictionary(
+        return WeightFiles.ReadTensors(folder).ToDictionary(
             entry => entry.Key,
-            entry => new CheckpointTensorInfo(
+            entry => new WeightTensorInfo(
                 entry.Key, entry.Value.Entry.DType, SafetensorsDType.ToScalarType(entry.Value.Entry.DType),
                 entry.Value.Entry.Shape, entry.Value.File.Path, entry.Value.Entry.ByteLength),
             StringComparer.Ordinal);
@@ -75,7 +76,7 @@ public static class SafetensorsCheckpoint
         foreach (var entry in header.Entries)
         {
             var dtype = SafetensorsDType.ToScalarType(entry.DType)
-                ?? throw new CheckpointFormatException(file, entry.Name, $"stored dtype {entry.DType} cannot be read into a torch tensor");
+                ?? throw new WeightFormatException(file, entry.Name, $"stored dtype {entry.DType} cannot be read into a torch tensor");
             var tensor = empty(entry.Shape, dtype);
             stream.Position = header.DataStart + entry.Begin;
             if (entry.ByteLength > 0)

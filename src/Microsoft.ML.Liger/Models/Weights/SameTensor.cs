@@ -2,7 +2,7 @@ using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// Finds state-dict entries that are one tensor under several names (tied weights). TorchSharp may hand out a

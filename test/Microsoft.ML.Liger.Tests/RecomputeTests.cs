@@ -13,7 +13,7 @@ namespace Microsoft.ML.Liger.Tests;
 /// the forward keeping no activations, and failures in the recompute surfacing on the caller's thread.
 /// </summary>
 [TestClass]
-public sealed class GradientCheckpointTests
+public sealed class RecomputeTests
 {
     [TestMethod]
     public void EagerBlock_GradientsEqualPlainRun_Bitwise_AndOnlyTheRecomputeBuildsAGraph()
@@ -29,7 +29,7 @@ public sealed class GradientCheckpointTests
             Gradients.Clear(block);
             x0.grad = null;
             var x = x0.Times(1.25); // an input with a history, as a layer's input has
-            var y = checkpoint ? GradientCheckpoint.Apply(block, block.forward, x) : block.forward(x);
+            var y = checkpoint ? Recompute.Apply(block, block.forward, x) : block.forward(x);
             (y * weights).sum().backward();
             return (x0.grad?.clone(), Gradients.Of(("block", block)));
         }
@@ -55,7 +55,7 @@ public sealed class GradientCheckpointTests
         block.InnerRequiresGrad.Clear();
         Tensor y;
         using (no_grad())
-            y = GradientCheckpoint.Apply(block, block.forward, x);
+            y = Recompute.Apply(block, block.forward, x);
         Assert.HasCount(1, block.InnerRequiresGrad, $"one call, no recompute to prepare. seed {seed}");
         Assert.IsFalse(y.requires_grad, $"no graph under no_grad. seed {seed}");
         Gradients.AssertBitwise(expected, y, "output", $"seed {seed}");
@@ -79,7 +79,7 @@ public sealed class GradientCheckpointTests
             x0.grad = null;
             var x = x0.Times(0.75);
             var y = checkpoint
-                ? GradientCheckpoint.Apply(layer, xs => [layer.forward(xs[0], xs[1], xs[2])], x, cos, sin)[0]
+                ? Recompute.Apply(layer, xs => [layer.forward(xs[0], xs[1], xs[2])], x, cos, sin)[0]
                 : layer.forward(x, cos, sin);
             (y * weights).sum().backward();
             return (x0.grad?.clone(), Gradients.Of(("layer", layer)), y.detach());
@@ -124,7 +124,7 @@ public sealed class GradientCheckpointTests
             Gradients.Clear(proj, router, unusedHead);
             x.grad = y0.grad = null;
             var y = y0.exp();
-            var outputs = checkpoint ? GradientCheckpoint.Apply(Block, [x, y, mask], parameters) : Block([x, y, mask]);
+            var outputs = checkpoint ? Recompute.Apply(Block, [x, y, mask], parameters) : Block([x, y, mask]);
             var picked = outputs[1].gather(-1, outputs[3].unsqueeze(-1));
             (outputs[0] * w1).sum().Plus((outputs[1] * w2).sum()).Plus(picked.sum()).Plus((outputs[4] * w3).sum()).backward();
             var grads = Gradients.Of(("proj", proj), ("router", router), ("unusedHead", unusedHead));
@@ -171,7 +171,7 @@ public sealed class GradientCheckpointTests
             foreach (var ids in batches) // two micro-batches: .grad accumulates across them
             {
                 var hidden = embed.forward(ids);
-                var outputs = checkpoint ? GradientCheckpoint.Apply(Block, [hidden], parameters) : Block([hidden]);
+                var outputs = checkpoint ? Recompute.Apply(Block, [hidden], parameters) : Block([hidden]);
                 (outputs[1] * w1).sum().backward(retain_graph: true);
                 snapshots.Add(Gradients.Of(("block", block), ("embed", embed)));
                 (outputs[0] * w2).sum().backward(); // a second backward, through the other output
@@ -180,7 +180,7 @@ public sealed class GradientCheckpointTests
             // autograd.grad on a parameter: its gradient leaves the checkpoint node like any input's.
             var again = Block([embed.forward(batches[0])]);
             if (checkpoint)
-                again = GradientCheckpoint.Apply(Block, [embed.forward(batches[0])], parameters);
+                again = Recompute.Apply(Block, [embed.forward(batches[0])], parameters);
             var direct = autograd.grad([(again[1] * w1).sum()], [embed.weight!])[0];
             snapshots.Add(new() { ["grad(embed.weight)"] = direct });
             return snapshots;
@@ -215,11 +215,11 @@ public sealed class GradientCheckpointTests
             for (int i = 0; i < eager.Length; i++)
             {
                 var e = eager[i];
-                h = checkpoint ? GradientCheckpoint.Apply(e, e.forward, h) : e.forward(h);
+                h = checkpoint ? Recompute.Apply(e, e.forward, h) : e.forward(h);
                 if (i < liger.Length)
                 {
                     var l = liger[i];
-                    h = checkpoint ? GradientCheckpoint.Apply(l, xs => [l.forward(xs[0], xs[1], xs[2])], h, cos, sin)[0] : l.forward(h, cos, sin);
+                    h = checkpoint ? Recompute.Apply(l, xs => [l.forward(xs[0], xs[1], xs[2])], h, cos, sin)[0] : l.forward(h, cos, sin);
                 }
             }
             (norm.forward(h) * weights).sum().backward();
@@ -247,10 +247,10 @@ public sealed class GradientCheckpointTests
             Gradients.Clear(inner1, inner2);
             x0.grad = null;
             Tensor[] Outer(Tensor[] xs) => checkpoint
-                ? [GradientCheckpoint.Apply(inner2, inner2.forward, GradientCheckpoint.Apply(inner1, inner1.forward, xs[0]))]
+                ? [Recompute.Apply(inner2, inner2.forward, Recompute.Apply(inner1, inner1.forward, xs[0]))]
                 : [inner2.forward(inner1.forward(xs[0]))];
             var x = x0.Times(2.0);
-            var y = checkpoint ? GradientCheckpoint.Apply(Outer, [x], parameters)[0] : Outer([x])[0];
+            var y = checkpoint ? Recompute.Apply(Outer, [x], parameters)[0] : Outer([x])[0];
             (y * weights).sum().backward();
             return (x0.grad?.clone(), Gradients.Of(("inner1", inner1), ("inner2", inner2)));
         }
@@ -276,7 +276,7 @@ public sealed class GradientCheckpointTests
         {
             Gradients.Clear(fc1, fc2);
             manual_seed(seed + 1); // the same dropout mask in every forward
-            var y = checkpoint ? GradientCheckpoint.Apply(Block, [x], parameters, preserveRngState)[0] : Block([x])[0];
+            var y = checkpoint ? Recompute.Apply(Block, [x], parameters, preserveRngState)[0] : Block([x])[0];
             randn(3); // the generator moves on between the forward and the backward
             (y * weights).sum().backward();
             return Gradients.Of(("fc1", fc1), ("fc2", fc2));
@@ -314,7 +314,7 @@ public sealed class GradientCheckpointTests
             {
                 var h = x0.Times(1.0);
                 foreach (var b in blocks)
-                    h = checkpoint ? GradientCheckpoint.Apply(b, x => Layer(b, x), h) : Layer(b, h);
+                    h = checkpoint ? Recompute.Apply(b, x => Layer(b, x), h) : Layer(b, h);
                 afterForward = NativeHeap.LiveBytes() - before; // the peak of a training step, where the loss is taken
                 (h * weights).sum().backward();
                 // Still inside the step's scope, which would hold the recompute's handles if the backward left them.
@@ -371,7 +371,7 @@ public sealed class GradientCheckpointTests
         }
 
         var input = x.Times(1.0);
-        var output = GradientCheckpoint.Apply(Block, [input], parameters)[0];
+        var output = Recompute.Apply(Block, [input], parameters)[0];
         if (failure == Failure.InputModifiedInPlace)
             input.PlusInPlace(1.0);
         if (failure == Failure.CapturedTensorDisposed)
@@ -381,15 +381,15 @@ public sealed class GradientCheckpointTests
         var raised = Assert.ThrowsExactly<ExternalException>(() => loss.backward(create_graph: failure == Failure.DoubleBackward),
             $"the caller's backward must fail. seed {seed}");
         // The caller's own exception names the node and carries the cause (the shared guard of Liger backwards).
-        StringAssert.Contains(raised.Message, "GradientCheckpointBackward", $"seed {seed}");
+        StringAssert.Contains(raised.Message, "RecomputeBackward", $"seed {seed}");
         StringAssert.Contains(raised.Message, messagePart, $"seed {seed}");
         Assert.IsInstanceOfType(raised.InnerException, expectedInner, $"{raised}. seed {seed}");
-        var surfaced = Assert.ThrowsExactly<InvalidOperationException>(GradientCheckpoint.ThrowIfBackwardFailed,
+        var surfaced = Assert.ThrowsExactly<InvalidOperationException>(Recompute.ThrowIfBackwardFailed,
             $"the recorded failure must be rethrown here (libtorch said: {raised.Message}). seed {seed}");
         Assert.IsInstanceOfType(surfaced.InnerException, expectedInner, $"{surfaced.InnerException}. seed {seed}");
         StringAssert.Contains(surfaced.InnerException!.Message, messagePart, $"seed {seed}");
         StringAssert.Contains(surfaced.Message, "zero them", $"seed {seed}");
-        GradientCheckpoint.ThrowIfBackwardFailed(); // taken: a second call finds nothing
+        Recompute.ThrowIfBackwardFailed(); // taken: a second call finds nothing
 
         // The process and libtorch's engine carry on: a checkpointed backward still matches the plain one.
         Gradients.Clear(fc);
@@ -398,7 +398,7 @@ public sealed class GradientCheckpointTests
         Plain([again])[0].sum().backward();
         var expected = Gradients.Of(("fc", fc));
         Gradients.Clear(fc);
-        GradientCheckpoint.Apply(Plain, [again], parameters)[0].sum().backward();
+        Recompute.Apply(Plain, [again], parameters)[0].sum().backward();
         Gradients.AssertBitwise(expected, Gradients.Of(("fc", fc)), $"after the failure, seed {seed}");
     }
 
@@ -414,16 +414,16 @@ public sealed class GradientCheckpointTests
         // Calls: the outer forward (under no_grad, a plain call), the outer recompute (the inner block's
         // checkpointed forward), then the inner recompute, inside the outer's nested backward: that one throws.
         Tensor[] Inner(Tensor[] xs) => ++innerCalls == 3 ? throw new ArithmeticException($"inner broke (seed {seed})") : [innerFc.forward(xs[0]).relu()];
-        Tensor[] Outer(Tensor[] xs) => [outerFc.forward(GradientCheckpoint.Apply(Inner, [xs[0]], [.. innerFc.parameters()])[0])];
+        Tensor[] Outer(Tensor[] xs) => [outerFc.forward(Recompute.Apply(Inner, [xs[0]], [.. innerFc.parameters()])[0])];
 
         // Gradients from an earlier micro-batch, which the failed backward must leave as they were.
         (outerFc.forward(innerFc.forward(x)).sum().Times(3.0)).backward();
         var earlier = Gradients.Of(("outer", outerFc), ("inner", innerFc));
-        var output = GradientCheckpoint.Apply(Outer, [x], [.. outerFc.parameters(), .. innerFc.parameters()])[0];
+        var output = Recompute.Apply(Outer, [x], [.. outerFc.parameters(), .. innerFc.parameters()])[0];
 
         Assert.ThrowsExactly<ExternalException>(() => output.sum().backward(), $"seed {seed}");
         Assert.AreEqual(3, innerCalls, $"seed {seed}");
-        var surfaced = Assert.ThrowsExactly<InvalidOperationException>(GradientCheckpoint.ThrowIfBackwardFailed, $"seed {seed}");
+        var surfaced = Assert.ThrowsExactly<InvalidOperationException>(Recompute.ThrowIfBackwardFailed, $"seed {seed}");
         Assert.IsInstanceOfType<ArithmeticException>(surfaced.InnerException, $"the innermost cause comes first. seed {seed}");
         StringAssert.Contains(surfaced.Message, "1 more failure", $"the outer block's failure follows it. seed {seed}");
         // The set-aside .grad of every parameter the nested backwards touched is back in place.
@@ -439,17 +439,17 @@ public sealed class GradientCheckpointTests
         Parameter[] parameters = [.. fc.parameters()];
         var x = randn(2, 3, requires_grad: true);
 
-        var nullInput = Assert.ThrowsExactly<ArgumentException>(() => GradientCheckpoint.Apply(xs => xs, [x, null!], parameters));
+        var nullInput = Assert.ThrowsExactly<ArgumentException>(() => Recompute.Apply(xs => xs, [x, null!], parameters));
         Assert.AreEqual("inputs", nullInput.ParamName);
         StringAssert.Contains(nullInput.Message, "inputs[1]");
 
-        var nullBlock = Assert.ThrowsExactly<ArgumentNullException>(() => GradientCheckpoint.Apply(null!, [x], parameters));
+        var nullBlock = Assert.ThrowsExactly<ArgumentNullException>(() => Recompute.Apply(null!, [x], parameters));
         Assert.AreEqual("block", nullBlock.ParamName);
 
-        var noOutputs = Assert.ThrowsExactly<InvalidOperationException>(() => GradientCheckpoint.Apply(_ => [], [x], parameters));
+        var noOutputs = Assert.ThrowsExactly<InvalidOperationException>(() => Recompute.Apply(_ => [], [x], parameters));
         StringAssert.Contains(noOutputs.Message, "at least one tensor");
 
-        var nullOutput = Assert.ThrowsExactly<InvalidOperationException>(() => GradientCheckpoint.Apply(xs => [fc.forward(xs[0]), null!], [x], parameters));
+        var nullOutput = Assert.ThrowsExactly<InvalidOperationException>(() => Recompute.Apply(xs => [fc.forward(xs[0]), null!], [x], parameters));
         StringAssert.Contains(nullOutput.Message, "output 1");
     }
 
@@ -457,7 +457,7 @@ public sealed class GradientCheckpointTests
     {
         try
         {
-            GradientCheckpoint.ThrowIfBackwardFailed();
+            Recompute.ThrowIfBackwardFailed();
         }
         catch (InvalidOperationException)
         {

@@ -1,6 +1,6 @@
 using TorchSharp;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>The dtype strings of the safetensors format and how they map onto torch element types.</summary>
 internal static class SafetensorsDType

@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.Training;
 
 /// <summary>
 /// Writes a folder whole: into a hidden sibling first, then renamed into place (atomic within a file system);

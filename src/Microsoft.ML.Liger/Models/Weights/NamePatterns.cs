@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>State-dict name patterns where '*' matches any run of characters, dots included.</summary>
 internal sealed class NamePatterns

@@ -1,4 +1,6 @@
 using System.Text.Json;
+using Microsoft.ML.Liger.Models.Tokenization;
+using Microsoft.ML.Liger.Models.Weights;
 using Microsoft.ML.Tokenizers;
 
 namespace Microsoft.ML.Liger.Models;

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// The autograd node of <see cref="GradientCheckpoint"/>. Its inputs are the block's tensor inputs and its
+/// The autograd node of <see cref="Recompute"/>. Its inputs are the block's tensor inputs and its
 /// trainable parameters, so the parameters' gradients leave through the node like any input's, and libtorch
 /// accumulates them (with whatever else reaches those parameters) as in a run without checkpointing.
 /// </summary>
@@ -25,14 +25,14 @@ namespace Microsoft.ML.Liger.Models;
 /// other work the nested call runs on the same thread meanwhile (libtorch shares the thread's ready queue,
 /// so another checkpoint node may run inside this one) nests, and every set-aside is undone in reverse order.
 /// </remarks>
-internal sealed class CheckpointAutograd : autograd.MultiTensorFunction<CheckpointAutograd>
+internal sealed class RecomputeAutograd : autograd.MultiTensorFunction<RecomputeAutograd>
 {
     private const string CallKey = "call";
 
-    public override string Name => "GradientCheckpointBackward";
+    public override string Name => "RecomputeBackward";
 
     /// <summary>Runs the block through the node; returns its outputs, connected to the graph.</summary>
-    internal static List<Tensor> Run(CheckpointCall call, IReadOnlyList<Tensor> inputs)
+    internal static List<Tensor> Run(RecomputeCall call, IReadOnlyList<Tensor> inputs)
     {
         object[] vars = [call, .. inputs, .. call.Parameters];
         return AutogradOutputCache.Release(apply(vars));
@@ -40,10 +40,10 @@ internal sealed class CheckpointAutograd : autograd.MultiTensorFunction<Checkpoi
 
     public override List<Tensor> forward(autograd.AutogradContext ctx, params object[] vars)
     {
-        var call = (CheckpointCall)vars[0];
+        var call = (RecomputeCall)vars[0];
         var inputs = vars.Skip(1).Take(call.InputCount).Cast<Tensor>().ToArray();
         // apply runs this under no_grad: the block builds no graph and keeps no activations.
-        var outputs = CheckpointCall.Validated(call.Block(inputs), "the block");
+        var outputs = RecomputeCall.Validated(call.Block(inputs), "the block");
         call.RecordOutputs(outputs);
         ctx.save_for_backward([.. inputs, .. call.Parameters]); // libtorch's version checks guard them until the backward
         ctx.save_data(CallKey, call);
@@ -59,16 +59,16 @@ internal sealed class CheckpointAutograd : autograd.MultiTensorFunction<Checkpoi
         {
             try
             {
-                return Recompute(ctx, (CheckpointCall)ctx.get_data(CallKey), incoming);
+                return RecomputeAndBackward(ctx, (RecomputeCall)ctx.get_data(CallKey), incoming);
             }
             catch (Exception exception)
             {
-                GradientCheckpoint.RecordFailure(exception);
+                Recompute.RecordFailure(exception);
                 throw;
             }
         });
 
-    private static List<Tensor> Recompute(autograd.AutogradContext ctx, CheckpointCall call, List<Tensor> grads)
+    private static List<Tensor> RecomputeAndBackward(autograd.AutogradContext ctx, RecomputeCall call, List<Tensor> grads)
     {
         if (is_grad_enabled())
             throw new NotSupportedException(
@@ -93,7 +93,7 @@ internal sealed class CheckpointAutograd : autograd.MultiTensorFunction<Checkpoi
                 blockInputs[i] = GradientCaptureAutograd.Attach(leaf, sink, i);
             }
             using (call.Rng?.Replay())
-                outputs = CheckpointCall.Validated(call.Block(blockInputs), "the block, run again in the backward,");
+                outputs = RecomputeCall.Validated(call.Block(blockInputs), "the block, run again in the backward,");
         }
         call.CheckSameOutputs(outputs);
 
@@ -153,7 +153,7 @@ internal sealed class CheckpointAutograd : autograd.MultiTensorFunction<Checkpoi
 /// </summary>
 internal sealed class GradientCaptureAutograd : autograd.MultiTensorFunction<GradientCaptureAutograd>
 {
-    public override string Name => "GradientCheckpointInput";
+    public override string Name => "RecomputeInput";
 
     internal static Tensor Attach(Tensor leaf, GradientSink sink, int index) =>
         AutogradOutputCache.Release(apply(leaf, sink, index))[0];

@@ -13,19 +13,19 @@ namespace Liger.Benchmarks.Cpu;
 
 /// <summary>
 /// Memory of one training step (forward + backward) of a stack of Llama-style decoder layers on the CPU,
-/// with and without <see cref="GradientCheckpoint"/>. Not a BenchmarkDotNet run: BenchmarkDotNet measures
+/// with and without <see cref="Recompute"/>. Not a BenchmarkDotNet run: BenchmarkDotNet measures
 /// managed allocations only, and tensors live in the C heap. Two readings: live C-heap bytes when the
 /// forward ends (glibc's mallinfo2, exact for tensor storage), and the peak resident set of the whole step
 /// (VmHWM, reset before each step), with glibc told to map every block of 64 KiB or more on its own, so
 /// that freed tensors leave the resident set at once and the peak follows live memory.
 /// </summary>
-internal static partial class CheckpointMemory
+internal static partial class RecomputeMemory
 {
     internal static int Run(string[] args)
     {
         if (!OperatingSystem.IsLinux())
         {
-            Console.Error.WriteLine("checkpoint-memory reads glibc and /proc statistics: Linux only");
+            Console.Error.WriteLine("recompute-memory reads glibc and /proc statistics: Linux only");
             return 2;
         }
         int layers = Int(args, "--layers", 8), batch = Int(args, "--batch", 2), seq = Int(args, "--seq", 512);
@@ -64,7 +64,7 @@ internal static partial class CheckpointMemory
                 var h = x;
                 foreach (var layer in stack)
                     h = checkpoint
-                        ? GradientCheckpoint.Apply(layer, xs => [layer.forward(xs[0], xs[1], xs[2])], h, cos, sin)[0]
+                        ? Recompute.Apply(layer, xs => [layer.forward(xs[0], xs[1], xs[2])], h, cos, sin)[0]
                         : layer.forward(h, cos, sin);
                 liveAfterForward = LiveBytes() - liveBefore;
                 (h * weights).mean().backward();

@@ -1,10 +1,10 @@
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>A stored tensor: the file whose header lists it, and its entry there.</summary>
 internal sealed record StoredTensor(SafetensorsHeader File, SafetensorsEntry Entry);
 
 /// <summary>Finds a checkpoint's files in a folder the way transformers does, and reads their headers.</summary>
-internal static class CheckpointFiles
+internal static class WeightFiles
 {
     public const string SingleFileName = "model.safetensors";
 
@@ -46,7 +46,7 @@ internal static class CheckpointFiles
         foreach (var (name, shard) in index.WeightMap)
         {
             if (!tensors.TryGetValue(name, out var stored) || stored.File != headers[shard])
-                throw new CheckpointFormatException(indexPath, name,
+                throw new WeightFormatException(indexPath, name,
                     $"Checkpoint index '{indexPath}' maps tensor '{name}' to shard '{shard}', whose header has no tensor '{name}'.");
         }
         return tensors;
@@ -61,7 +61,7 @@ internal static class CheckpointFiles
             foreach (var entry in header.Entries)
             {
                 if (tensors.TryGetValue(entry.Name, out var earlier))
-                    throw new CheckpointFormatException(header.Path, entry.Name,
+                    throw new WeightFormatException(header.Path, entry.Name,
                         $"Tensor '{entry.Name}' is stored twice, in '{earlier.File.Path}' and in '{header.Path}'.");
                 tensors.Add(entry.Name, new StoredTensor(header, entry));
             }

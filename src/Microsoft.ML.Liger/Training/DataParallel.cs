@@ -1,8 +1,9 @@
+using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Distributed;
+namespace Microsoft.ML.Liger.Training;
 
 /// <summary>
 /// What the training loop does differently in a data-parallel run, in one place: the same weights on every rank at the

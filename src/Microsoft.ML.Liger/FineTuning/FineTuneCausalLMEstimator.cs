@@ -5,19 +5,19 @@ using Microsoft.ML.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.FineTuning;
 
 /// <summary>
 /// Fine-tunes (or trains from scratch) a causal LM on an IDataView of text, or of prompts and responses:
 /// <c>mlContext.Liger().FineTuneCausalLM(options).Fit(data)</c>. Reports progress on ML.NET's progress
 /// channel and log (and <see cref="CausalLMTrainingOptions.OnProgress"/>), and returns a <see cref="CausalLMTransformer"/>.
 /// </summary>
-public sealed class LlmFineTuneEstimator : IEstimator<CausalLMTransformer>
+public sealed class FineTuneCausalLMEstimator : IEstimator<CausalLMTransformer>
 {
     private readonly LigerCatalog catalog;
     private readonly FineTuneCausalLMOptions options;
 
-    internal LlmFineTuneEstimator(LigerCatalog catalog, FineTuneCausalLMOptions options)
+    internal FineTuneCausalLMEstimator(LigerCatalog catalog, FineTuneCausalLMOptions options)
     {
         this.catalog = catalog;
         this.options = options;

@@ -10,7 +10,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Tests;
 
 [TestClass]
-public sealed class CheckpointTests
+public sealed class SafetensorsWeightsTests
 {
     private string _folder = "";
 
@@ -29,11 +29,11 @@ public sealed class CheckpointTests
     public void Save_ThenLoadIntoFreshModule_IsBitExact(ScalarType dtype)
     {
         using var saved = new TinyCausalLm(new TinyLmConfig()).to(dtype);
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig()).to(dtype);
         AssertDiffers(Snapshot(saved), loaded);
-        var result = SafetensorsCheckpoint.Load(loaded, _folder);
+        var result = SafetensorsWeights.Load(loaded, _folder);
 
         AssertBitEqual(Snapshot(saved), loaded);
         CollectionAssert.AreEquivalent(saved.state_dict().Keys.ToList(), result.Loaded.ToList());
@@ -49,15 +49,15 @@ public sealed class CheckpointTests
             Assert.Inconclusive("No CUDA device: the device-keeping path runs on a GPU host.");
         var config = new TinyLmConfig { TieEmbeddings = true };
         using var saved = new TinyCausalLm(config).to(ScalarType.BFloat16);
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         using var loaded = new TinyCausalLm(config).to(ScalarType.BFloat16).to(CUDA);
 
-        SafetensorsCheckpoint.Load(loaded, _folder, new CheckpointLoadOptions { DType = ScalarType.BFloat16 });
+        SafetensorsWeights.Load(loaded, _folder, new WeightLoadOptions { DType = ScalarType.BFloat16 });
 
         Assert.IsTrue(loaded.state_dict().Values.All(t => t.device_type == DeviceType.CUDA));
         AssertBitEqual(Snapshot(saved), loaded);
         string again = Path.Combine(_folder, "again");
-        SafetensorsCheckpoint.Save(loaded, again);
+        SafetensorsWeights.Save(loaded, again);
         CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(_folder, "model.safetensors")),
             File.ReadAllBytes(Path.Combine(again, "model.safetensors")), "a CUDA module saves the same bytes, its tie once");
     }
@@ -68,7 +68,7 @@ public sealed class CheckpointTests
         using var saved = new TinyCausalLm(new TinyLmConfig(Layers: 3));
         var bytesByName = saved.state_dict().ToDictionary(e => e.Key, e => e.Value.NumberOfElements * e.Value.ElementSize);
         const long maxShard = 2000; // the 37x13 fp32 embeddings (1924 bytes) fit alone; most shards hold several tensors
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { MaxShardBytes = maxShard });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { MaxShardBytes = maxShard });
 
         Assert.IsFalse(File.Exists(Path.Combine(_folder, "model.safetensors")));
         using var index = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(_folder, "model.safetensors.index.json")));
@@ -92,7 +92,7 @@ public sealed class CheckpointTests
         Assert.AreEqual(0, Directory.GetDirectories(_folder).Length, "no staging folder is left behind");
 
         using var loaded = new TinyCausalLm(new TinyLmConfig(Layers: 3));
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(saved), loaded);
     }
 
@@ -100,12 +100,12 @@ public sealed class CheckpointTests
     public void Load_WithDType_ConvertsModuleAndValuesAsTorchDoes()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         var expected = saved.state_dict().ToDictionary(e => e.Key,
             e => Bytes(e.Value.is_floating_point() ? e.Value.to(ScalarType.BFloat16) : e.Value));
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Load(loaded, _folder, new CheckpointLoadOptions { DType = ScalarType.BFloat16 });
+        SafetensorsWeights.Load(loaded, _folder, new WeightLoadOptions { DType = ScalarType.BFloat16 });
 
         var state = loaded.state_dict();
         Assert.AreEqual(ScalarType.BFloat16, state["model.layers.1.mlp.down_proj.weight"].dtype);
@@ -117,10 +117,10 @@ public sealed class CheckpointTests
     public void Load_Bf16FileIntoFp32Module_WidensExactly()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig()).to(ScalarType.BFloat16);
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
 
         var expected = saved.state_dict().ToDictionary(e => e.Key,
             e => Bytes(e.Value.is_floating_point() ? e.Value.to(ScalarType.Float32) : e.Value));
@@ -132,13 +132,13 @@ public sealed class CheckpointTests
     public void Save_WithDType_StoresFloatingTensorsInThatType()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { DType = ScalarType.Float16 });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { DType = ScalarType.Float16 });
 
-        var info = SafetensorsCheckpoint.ReadIndex(_folder);
+        var info = SafetensorsWeights.ReadIndex(_folder);
         Assert.AreEqual("F16", info["model.embed_tokens.weight"].StoredDType);
         Assert.AreEqual("I64", info["model.position_ids"].StoredDType);
         using var loaded = new TinyCausalLm(new TinyLmConfig()).to(ScalarType.Float16);
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(saved.state_dict().ToDictionary(e => e.Key,
             e => Bytes(e.Value.is_floating_point() ? e.Value.to(ScalarType.Float16) : e.Value)), loaded);
     }
@@ -155,12 +155,12 @@ public sealed class CheckpointTests
         TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(_folder, "model.safetensors"), state);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        var result = SafetensorsCheckpoint.Load(loaded, _folder);
+        var result = SafetensorsWeights.Load(loaded, _folder);
         CollectionAssert.AreEqual(new[] { invFreq }, result.Ignored.ToList());
         AssertBitEqual(Snapshot(saved), loaded);
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() =>
-            SafetensorsCheckpoint.Load(loaded, _folder, new CheckpointLoadOptions { IgnoredNames = [] }));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() =>
+            SafetensorsWeights.Load(loaded, _folder, new WeightLoadOptions { IgnoredNames = [] }));
         CollectionAssert.AreEqual(new[] { invFreq }, error.UnexpectedNames.ToList());
         StringAssert.Contains(error.Message, invFreq);
     }
@@ -169,14 +169,14 @@ public sealed class CheckpointTests
     public void Save_TiedEmbeddings_StoresTheTensorOnce_AndLoadFillsBothNames()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig { TieEmbeddings = true });
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
 
-        var info = SafetensorsCheckpoint.ReadIndex(_folder);
+        var info = SafetensorsWeights.ReadIndex(_folder);
         Assert.IsTrue(info.ContainsKey("model.embed_tokens.weight"));
         Assert.IsFalse(info.ContainsKey("lm_head.weight"));
 
         using var loaded = new TinyCausalLm(new TinyLmConfig { TieEmbeddings = true });
-        var result = SafetensorsCheckpoint.Load(loaded, _folder);
+        var result = SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(saved), loaded);
         CollectionAssert.Contains(result.Loaded.ToList(), "lm_head.weight");
         using (no_grad())
@@ -188,10 +188,10 @@ public sealed class CheckpointTests
     public void Load_TiedEmbeddingsWithDTypeConversion_FillsBothNames()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig { TieEmbeddings = true });
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig { TieEmbeddings = true });
-        SafetensorsCheckpoint.Load(loaded, _folder, new CheckpointLoadOptions { DType = ScalarType.BFloat16 });
+        SafetensorsWeights.Load(loaded, _folder, new WeightLoadOptions { DType = ScalarType.BFloat16 });
 
         var expected = Bytes(saved.model.embed_tokens.weight!.to(ScalarType.BFloat16));
         CollectionAssert.AreEqual(expected, Bytes(loaded.lm_head.weight));
@@ -203,11 +203,11 @@ public sealed class CheckpointTests
     {
         // An untied save stores lm_head.weight; a tied module asked to ignore it takes the embeddings' values.
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         using var loaded = new TinyCausalLm(new TinyLmConfig { TieEmbeddings = true });
 
-        var result = SafetensorsCheckpoint.Load(loaded, _folder,
-            new CheckpointLoadOptions { IgnoredNames = ["lm_head.weight", "*.rotary_emb.inv_freq"] });
+        var result = SafetensorsWeights.Load(loaded, _folder,
+            new WeightLoadOptions { IgnoredNames = ["lm_head.weight", "*.rotary_emb.inv_freq"] });
 
         CollectionAssert.AreEqual(new[] { "lm_head.weight" }, result.Ignored.ToList());
         CollectionAssert.AreEqual(Bytes(saved.model.embed_tokens.weight!), Bytes(loaded.lm_head.weight));
@@ -217,9 +217,9 @@ public sealed class CheckpointTests
     public void Save_SkippedNames_AreNotWritten()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { SkippedNames = ["lm_head.weight", "*.q_proj.bias"] });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { SkippedNames = ["lm_head.weight", "*.q_proj.bias"] });
 
-        var names = SafetensorsCheckpoint.ReadIndex(_folder).Keys.ToList();
+        var names = SafetensorsWeights.ReadIndex(_folder).Keys.ToList();
         var expected = saved.state_dict().Keys.Where(n => n != "lm_head.weight" && !n.EndsWith(".q_proj.bias")).ToList();
         CollectionAssert.AreEquivalent(expected, names);
     }
@@ -228,11 +228,11 @@ public sealed class CheckpointTests
     public void Load_NonStrict_ReportsMissingAndUnexpected_AndLeavesMissingAsTheyWere()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig(Layers: 2));
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { SkippedNames = ["model.norm.weight"] });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { SkippedNames = ["model.norm.weight"] });
         using var loaded = new TinyCausalLm(new TinyLmConfig(Layers: 1));
         var normBefore = Bytes(loaded.model.norm.weight);
 
-        var result = SafetensorsCheckpoint.Load(loaded, _folder, new CheckpointLoadOptions { Strict = false });
+        var result = SafetensorsWeights.Load(loaded, _folder, new WeightLoadOptions { Strict = false });
 
         CollectionAssert.AreEqual(new[] { "model.norm.weight" }, result.Missing.ToList());
         Assert.IsTrue(result.Unexpected.All(n => n.StartsWith("model.layers.1.")));
@@ -247,10 +247,10 @@ public sealed class CheckpointTests
     public void Load_CheckpointLackingTensors_NamesThem_UpToTen()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig(Layers: 1));
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         using var loaded = new TinyCausalLm(new TinyLmConfig(Layers: 3));
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(loaded, _folder));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() => SafetensorsWeights.Load(loaded, _folder));
 
         var expected = loaded.state_dict().Keys.Where(n => n.StartsWith("model.layers.1.") || n.StartsWith("model.layers.2.")).ToList();
         CollectionAssert.AreEquivalent(expected, error.MissingNames.ToList());
@@ -265,10 +265,10 @@ public sealed class CheckpointTests
     public void Load_CheckpointWithExtraTensors_Strict_NamesThem()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig(Layers: 2));
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         using var loaded = new TinyCausalLm(new TinyLmConfig(Layers: 1));
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(loaded, _folder));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() => SafetensorsWeights.Load(loaded, _folder));
 
         CollectionAssert.AreEquivalent(saved.state_dict().Keys.Where(n => n.StartsWith("model.layers.1.")).ToList(), error.UnexpectedNames.ToList());
         StringAssert.Contains(error.Message, "model.layers.1.self_attn.q_proj.bias");
@@ -279,11 +279,11 @@ public sealed class CheckpointTests
     public void Load_MisShapedTensor_NamesItWithBothShapes_AndLeavesModuleUntouched()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig(Intermediate: 17));
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         using var loaded = new TinyCausalLm(new TinyLmConfig(Intermediate: 19));
         var before = Snapshot(loaded);
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(loaded, _folder));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() => SafetensorsWeights.Load(loaded, _folder));
 
         var line = error.Mismatches.Single(m => m.Contains("'model.layers.0.mlp.gate_proj.weight'"));
         StringAssert.Contains(line, "[19, 13]");
@@ -302,7 +302,7 @@ public sealed class CheckpointTests
         tensors.Add(("model.norm.weight", "F8_E4M3", [13], new byte[13]));
         RawSafetensors.Write(Path.Combine(_folder, "model.safetensors"), tensors);
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(module, _folder));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() => SafetensorsWeights.Load(module, _folder));
 
         StringAssert.Contains(error.Mismatches.Single(), "'model.norm.weight'");
         StringAssert.Contains(error.Mismatches.Single(), "F8_E4M3");
@@ -316,7 +316,7 @@ public sealed class CheckpointTests
         state["model.position_ids"] = rand(1, 7);
         TorchSharp.PyBridge.Safetensors.SaveStateDict(Path.Combine(_folder, "model.safetensors"), state);
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(module, _folder));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() => SafetensorsWeights.Load(module, _folder));
 
         StringAssert.Contains(error.Mismatches.Single(), "'model.position_ids'");
         StringAssert.Contains(error.Mismatches.Single(), "Int64");
@@ -339,7 +339,7 @@ public sealed class CheckpointTests
         string file = Path.Combine(_folder, "model.safetensors");
         RawSafetensors.Write(file, tensors);
 
-        var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => SafetensorsCheckpoint.Load(module, _folder));
+        var error = Assert.ThrowsExactly<WeightMismatchException>(() => SafetensorsWeights.Load(module, _folder));
 
         StringAssert.Contains(error.Mismatches.Single(), "'model.norm.weight'");
         StringAssert.Contains(error.Mismatches.Single(), dtype);
@@ -351,7 +351,7 @@ public sealed class CheckpointTests
     {
         string missing = Path.Combine(_folder, "no-such-model");
         using var module = new TinyCausalLm(new TinyLmConfig());
-        var error = Assert.ThrowsExactly<DirectoryNotFoundException>(() => SafetensorsCheckpoint.Load(module, missing));
+        var error = Assert.ThrowsExactly<DirectoryNotFoundException>(() => SafetensorsWeights.Load(module, missing));
         StringAssert.Contains(error.Message, missing);
     }
 
@@ -360,7 +360,7 @@ public sealed class CheckpointTests
     {
         File.WriteAllText(Path.Combine(_folder, "config.json"), "{}");
         using var module = new TinyCausalLm(new TinyLmConfig());
-        var error = Assert.ThrowsExactly<FileNotFoundException>(() => SafetensorsCheckpoint.Load(module, _folder));
+        var error = Assert.ThrowsExactly<FileNotFoundException>(() => SafetensorsWeights.Load(module, _folder));
         StringAssert.Contains(error.Message, _folder);
         StringAssert.Contains(error.Message, "model.safetensors");
     }
@@ -372,13 +372,13 @@ public sealed class CheckpointTests
     public void Load_TruncatedFile_NamesTheFile(long keep, string reason)
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         string file = Path.Combine(_folder, "model.safetensors");
         var bytes = File.ReadAllBytes(file);
         File.WriteAllBytes(file, bytes[..(int)(keep >= 0 ? keep : bytes.Length + keep)]);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => SafetensorsCheckpoint.Load(loaded, _folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => SafetensorsWeights.Load(loaded, _folder));
 
         Assert.AreEqual(file, error.Path);
         StringAssert.Contains(error.Message, file);
@@ -413,7 +413,7 @@ public sealed class CheckpointTests
         RawSafetensors.WriteHeader(file, header, new byte[8]);
         using var module = new TinyCausalLm(new TinyLmConfig());
 
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => SafetensorsCheckpoint.Load(module, _folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => SafetensorsWeights.Load(module, _folder));
 
         StringAssert.Contains(error.Message, file);
         StringAssert.Contains(error.Message, reason);
@@ -426,12 +426,12 @@ public sealed class CheckpointTests
     public void Load_IndexNamingMissingShard_NamesIndexAndShard()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { MaxShardBytes = 2000 });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { MaxShardBytes = 2000 });
         string shard = Directory.GetFiles(_folder, "model-00002-of-*.safetensors").Single();
         File.Delete(shard);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        var error = Assert.ThrowsExactly<FileNotFoundException>(() => SafetensorsCheckpoint.Load(loaded, _folder));
+        var error = Assert.ThrowsExactly<FileNotFoundException>(() => SafetensorsWeights.Load(loaded, _folder));
 
         StringAssert.Contains(error.Message, Path.Combine(_folder, "model.safetensors.index.json"));
         StringAssert.Contains(error.Message, shard);
@@ -442,7 +442,7 @@ public sealed class CheckpointTests
     public void Load_IndexNamingTensorItsShardLacks_NamesIt()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { MaxShardBytes = 2000 });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { MaxShardBytes = 2000 });
         string indexPath = Path.Combine(_folder, "model.safetensors.index.json");
         // Point lm_head.weight at a shard that does not hold it.
         var node = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(indexPath))!;
@@ -452,7 +452,7 @@ public sealed class CheckpointTests
         File.WriteAllText(indexPath, node.ToJsonString());
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => SafetensorsCheckpoint.Load(loaded, _folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => SafetensorsWeights.Load(loaded, _folder));
 
         Assert.AreEqual("lm_head.weight", error.TensorName);
         StringAssert.Contains(error.Message, wrong);
@@ -469,7 +469,7 @@ public sealed class CheckpointTests
         File.WriteAllText(Path.Combine(_folder, "model.safetensors.index.json"),
             $"{{\"metadata\": {{\"total_size\": 4}}, \"weight_map\": {{\"lm_head.weight\": \"{shard}\"}}}}");
         using var module = new TinyCausalLm(new TinyLmConfig());
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => SafetensorsCheckpoint.Load(module, _folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => SafetensorsWeights.Load(module, _folder));
         StringAssert.Contains(error.Message, shard);
         StringAssert.Contains(error.Message, "not a file inside the checkpoint folder");
         Assert.AreEqual("lm_head.weight", error.TensorName);
@@ -478,47 +478,47 @@ public sealed class CheckpointTests
     // ---- saving: atomicity and folder contents ----
 
     [TestMethod]
-    [DataRow(CheckpointSaveOptions.DefaultMaxShardBytes)]
+    [DataRow(WeightSaveOptions.DefaultMaxShardBytes)]
     [DataRow(2000L)]
     public void Save_FailingMidWrite_LeavesPreviousCheckpointIntact(long maxShardBytes)
     {
-        var options = new CheckpointSaveOptions { MaxShardBytes = maxShardBytes };
+        var options = new WeightSaveOptions { MaxShardBytes = maxShardBytes };
         using var good = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(good, _folder, options);
+        SafetensorsWeights.Save(good, _folder, options);
         File.WriteAllText(Path.Combine(_folder, "config.json"), "{\"model_type\": \"tiny\"}");
         var filesBefore = FolderBytes();
 
         // model.norm.weight lives on the meta device: it has a shape (so the header is written) but no data.
         using var failing = new TinyCausalLm(new TinyLmConfig { NormOnMeta = true });
-        Assert.ThrowsExactly<ExternalException>(() => SafetensorsCheckpoint.Save(failing, _folder, options));
+        Assert.ThrowsExactly<ExternalException>(() => SafetensorsWeights.Save(failing, _folder, options));
 
         var filesAfter = FolderBytes();
         CollectionAssert.AreEquivalent(filesBefore.Keys.ToList(), filesAfter.Keys.ToList(), "no file added or removed, no staging left");
         foreach (var (name, bytes) in filesBefore)
             CollectionAssert.AreEqual(bytes, filesAfter[name], name);
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(good), loaded);
     }
 
     [TestMethod]
-    [DataRow(2000L, CheckpointSaveOptions.DefaultMaxShardBytes)]
-    [DataRow(CheckpointSaveOptions.DefaultMaxShardBytes, 2000L)]
+    [DataRow(2000L, WeightSaveOptions.DefaultMaxShardBytes)]
+    [DataRow(WeightSaveOptions.DefaultMaxShardBytes, 2000L)]
     [DataRow(2000L, 2000L)]
     [DataRow(2000L, 3000L)]
     public void Save_OverPreviousCheckpoint_ReplacesWeightFilesOnly(long firstShardBytes, long secondShardBytes)
     {
         using var first = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(first, _folder, new CheckpointSaveOptions { MaxShardBytes = firstShardBytes });
+        SafetensorsWeights.Save(first, _folder, new WeightSaveOptions { MaxShardBytes = firstShardBytes });
         File.WriteAllText(Path.Combine(_folder, "config.json"), "{}");
         File.WriteAllText(Path.Combine(_folder, "tokenizer.json"), "{}");
 
         using var second = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(second, _folder, new CheckpointSaveOptions { MaxShardBytes = secondShardBytes });
+        SafetensorsWeights.Save(second, _folder, new WeightSaveOptions { MaxShardBytes = secondShardBytes });
 
         var files = Directory.GetFileSystemEntries(_folder).Select(Path.GetFileName).Order().ToList();
         var expected = new List<string?> { "config.json", "tokenizer.json" };
-        if (secondShardBytes == CheckpointSaveOptions.DefaultMaxShardBytes)
+        if (secondShardBytes == WeightSaveOptions.DefaultMaxShardBytes)
             expected.Add("model.safetensors");
         else
         {
@@ -528,7 +528,7 @@ public sealed class CheckpointTests
         }
         CollectionAssert.AreEquivalent(expected, files);
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(second), loaded);
     }
 
@@ -536,17 +536,17 @@ public sealed class CheckpointTests
     public void Save_RemovesAbandonedStagingFolder_ThatLoadIgnores()
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         // What a save killed before its commit leaves: a staging folder with a partial file.
         string abandoned = Path.Combine(_folder, ".liger-save-0123456789abcdef");
         Directory.CreateDirectory(abandoned);
         File.WriteAllBytes(Path.Combine(abandoned, "model.safetensors"), new byte[3]);
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(saved), loaded);
 
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
         Assert.IsFalse(Directory.Exists(abandoned));
     }
 
@@ -556,7 +556,7 @@ public sealed class CheckpointTests
         // The state a sharded save interrupted right after its commit leaves behind: the index names the
         // shards inside the staging folder. It is a complete checkpoint, and the next save tidies it up.
         using var saved = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { MaxShardBytes = 2000 });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { MaxShardBytes = 2000 });
         string staging = ".liger-save-feedfacefeedface";
         Directory.CreateDirectory(Path.Combine(_folder, staging));
         string indexPath = Path.Combine(_folder, "model.safetensors.index.json");
@@ -569,13 +569,13 @@ public sealed class CheckpointTests
         File.WriteAllText(indexPath, node.ToJsonString());
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(saved), loaded);
 
         using var next = new TinyCausalLm(new TinyLmConfig());
-        SafetensorsCheckpoint.Save(next, _folder, new CheckpointSaveOptions { MaxShardBytes = 2000 });
+        SafetensorsWeights.Save(next, _folder, new WeightSaveOptions { MaxShardBytes = 2000 });
         Assert.AreEqual(0, Directory.GetDirectories(_folder).Length);
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
         AssertBitEqual(Snapshot(next), loaded);
     }
 
@@ -584,13 +584,13 @@ public sealed class CheckpointTests
     {
         using var module = new TinyCausalLm(new TinyLmConfig());
         var shard = Assert.ThrowsExactly<ArgumentException>(() =>
-            SafetensorsCheckpoint.Save(module, _folder, new CheckpointSaveOptions { MaxShardBytes = 0 }));
+            SafetensorsWeights.Save(module, _folder, new WeightSaveOptions { MaxShardBytes = 0 }));
         StringAssert.Contains(shard.Message, "MaxShardBytes");
         var dtype = Assert.ThrowsExactly<ArgumentException>(() =>
-            SafetensorsCheckpoint.Save(module, _folder, new CheckpointSaveOptions { DType = ScalarType.Int32 }));
+            SafetensorsWeights.Save(module, _folder, new WeightSaveOptions { DType = ScalarType.Int32 }));
         StringAssert.Contains(dtype.Message, "DType");
-        var format = Assert.ThrowsExactly<ArgumentException>(() => SafetensorsCheckpoint.Save(module, _folder,
-            new CheckpointSaveOptions { Metadata = new Dictionary<string, string> { ["format"] = "np" } }));
+        var format = Assert.ThrowsExactly<ArgumentException>(() => SafetensorsWeights.Save(module, _folder,
+            new WeightSaveOptions { Metadata = new Dictionary<string, string> { ["format"] = "np" } }));
         StringAssert.Contains(format.Message, "format");
         Assert.AreEqual(0, Directory.GetFileSystemEntries(_folder).Length);
     }
@@ -603,7 +603,7 @@ public sealed class CheckpointTests
         using var saved = new TinyCausalLm(new TinyLmConfig());
         saved.model.layers[0].to(ScalarType.BFloat16);
         saved.model.layers[1].to(ScalarType.Float16);
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions
         {
             Metadata = new Dictionary<string, string> { ["step"] = "12" },
         });
@@ -641,7 +641,7 @@ public sealed class CheckpointTests
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
         saved.model.layers[1].to(ScalarType.BFloat16);
-        SafetensorsCheckpoint.Save(saved, _folder);
+        SafetensorsWeights.Save(saved, _folder);
 
         var read = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(_folder, "model.safetensors"));
 
@@ -663,7 +663,7 @@ public sealed class CheckpointTests
 
         using var loaded = new TinyCausalLm(new TinyLmConfig());
         loaded.model.layers[0].to(ScalarType.Float16);
-        SafetensorsCheckpoint.Load(loaded, _folder);
+        SafetensorsWeights.Load(loaded, _folder);
 
         AssertBitEqual(Snapshot(saved), loaded);
     }
@@ -673,11 +673,11 @@ public sealed class CheckpointTests
     {
         using var saved = new TinyCausalLm(new TinyLmConfig());
         saved.model.norm.to(ScalarType.BFloat16);
-        SafetensorsCheckpoint.Save(saved, _folder, new CheckpointSaveOptions { MaxShardBytes = 2000 });
+        SafetensorsWeights.Save(saved, _folder, new WeightSaveOptions { MaxShardBytes = 2000 });
         var weightMap = JsonDocument.Parse(File.ReadAllBytes(Path.Combine(_folder, "model.safetensors.index.json")))
             .RootElement.GetProperty("weight_map").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetString()!);
 
-        var info = SafetensorsCheckpoint.ReadIndex(_folder);
+        var info = SafetensorsWeights.ReadIndex(_folder);
 
         foreach (var (name, tensor) in saved.state_dict())
         {
@@ -698,7 +698,7 @@ public sealed class CheckpointTests
         foreach (var folder in OracleFixtures.CaseFolders())
         {
             var keys = OracleFixtures.ReadKeys(folder);
-            var info = SafetensorsCheckpoint.ReadIndex(folder);
+            var info = SafetensorsWeights.ReadIndex(folder);
             CollectionAssert.AreEquivalent(keys.Keys.ToList(), info.Keys.ToList(), folder);
             foreach (var (name, (shape, dtype)) in keys)
             {
@@ -708,7 +708,7 @@ public sealed class CheckpointTests
 
             using var module = new StateDictModule(keys.ToDictionary(e => e.Key,
                 e => zeros(e.Value.Shape, SafetensorsDTypeOf(e.Value.DType))));
-            SafetensorsCheckpoint.Load(module, folder);
+            SafetensorsWeights.Load(module, folder);
             var reference = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, "model.safetensors"));
             foreach (var (name, tensor) in reference)
                 CollectionAssert.AreEqual(Bytes(tensor), Bytes(module.state_dict()[name]), $"{folder}: {name}");
@@ -720,14 +720,14 @@ public sealed class CheckpointTests
     {
         foreach (var folder in OracleFixtures.CaseFolders())
         {
-            var info = SafetensorsCheckpoint.ReadIndex(folder);
+            var info = SafetensorsWeights.ReadIndex(folder);
             // Shuffled, so the file order must come from the writer's own layout rule, not from the input.
             using var module = new StateDictModule(info.OrderBy(_ => Random.Shared.Next()).ToDictionary(e => e.Key,
                 e => zeros(e.Value.Shape.ToArray(), e.Value.DType!.Value)));
-            SafetensorsCheckpoint.Load(module, folder);
+            SafetensorsWeights.Load(module, folder);
             string copy = Path.Combine(_folder, Path.GetFileName(folder));
 
-            SafetensorsCheckpoint.Save(module, copy);
+            SafetensorsWeights.Save(module, copy);
 
             CollectionAssert.AreEqual(File.ReadAllBytes(Path.Combine(folder, "model.safetensors")),
                 File.ReadAllBytes(Path.Combine(copy, "model.safetensors")), folder);
@@ -742,13 +742,13 @@ public sealed class CheckpointTests
         string folder = Path.Combine(AppContext.BaseDirectory, "Fixtures", "hf-llama-bf16-sharded");
         var reference = TorchSharp.PyBridge.Safetensors.LoadStateDict(Path.Combine(folder, "reference.safetensors"));
 
-        var info = SafetensorsCheckpoint.ReadIndex(folder);
+        var info = SafetensorsWeights.ReadIndex(folder);
         CollectionAssert.AreEquivalent(reference.Keys.ToList(), info.Keys.ToList());
         Assert.AreEqual(3, info.Values.Select(i => i.FilePath).Distinct().Count());
         Assert.IsTrue(info.Values.All(i => i.StoredDType == "BF16"));
 
         using var module = new StateDictModule(reference.ToDictionary(e => e.Key, e => zeros_like(e.Value)));
-        SafetensorsCheckpoint.Load(module, folder);
+        SafetensorsWeights.Load(module, folder);
         foreach (var (name, tensor) in reference)
             CollectionAssert.AreEqual(Bytes(tensor), Bytes(module.state_dict()[name]), name);
     }
@@ -764,7 +764,7 @@ public sealed class CheckpointTests
             using var module = new StateDictModule(reference.OrderBy(_ => Random.Shared.Next()).ToDictionary(e => e.Key, e => e.Value));
             string copy = Path.Combine(_folder, Path.GetFileName(folder));
 
-            SafetensorsCheckpoint.Save(module, copy);
+            SafetensorsWeights.Save(module, copy);
 
             var expected = ParsedFile.Read(original);
             var actual = ParsedFile.Read(Path.Combine(copy, "model.safetensors"));

@@ -1,7 +1,7 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// Writes a module's state dict as a Hugging Face checkpoint, atomically: the new files are written into a
@@ -9,18 +9,18 @@ namespace Microsoft.ML.Liger.Models;
 /// every instant leaves either the old or the new checkpoint loadable (model.safetensors shadows the index,
 /// and the index is replaced by a rename).
 /// </summary>
-internal static class CheckpointSaver
+internal static class WeightSaver
 {
     /// <summary>Prefix of the staging folder; a leftover one is from an interrupted save.</summary>
     public const string StagingPrefix = ".liger-save-";
 
-    public static void Save(nn.Module model, string folder, CheckpointSaveOptions options)
+    public static void Save(nn.Module model, string folder, WeightSaveOptions options)
     {
         if (options.MaxShardBytes <= 0)
-            throw new ArgumentException($"CheckpointSaveOptions.MaxShardBytes must be positive, not {options.MaxShardBytes}.", nameof(options));
+            throw new ArgumentException($"WeightSaveOptions.MaxShardBytes must be positive, not {options.MaxShardBytes}.", nameof(options));
         if (options.DType is { } requested && !SafetensorsDType.IsFloatingPoint(requested))
             throw new ArgumentException(
-                $"CheckpointSaveOptions.DType must be a floating-point type (Float16, BFloat16, Float32, Float64), not {requested}.",
+                $"WeightSaveOptions.DType must be a floating-point type (Float16, BFloat16, Float32, Float64), not {requested}.",
                 nameof(options));
 
         var tensors = SelectTensors(model, options);
@@ -29,9 +29,9 @@ internal static class CheckpointSaver
         WriteAndCommit(folder, shards, metadata);
     }
 
-    private static List<TensorToSave> SelectTensors(nn.Module model, CheckpointSaveOptions options)
+    private static List<TensorToSave> SelectTensors(nn.Module model, WeightSaveOptions options)
     {
-        var skipped = new NamePatterns(options.SkippedNames, nameof(CheckpointSaveOptions.SkippedNames));
+        var skipped = new NamePatterns(options.SkippedNames, nameof(WeightSaveOptions.SkippedNames));
         var written = new HashSet<object>();
         var tensors = new List<TensorToSave>();
         foreach (var (name, tensor) in model.state_dict())
@@ -48,14 +48,14 @@ internal static class CheckpointSaver
         return tensors;
     }
 
-    private static Dictionary<string, string> BuildMetadata(CheckpointSaveOptions options)
+    private static Dictionary<string, string> BuildMetadata(WeightSaveOptions options)
     {
         var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
         foreach (var (key, value) in options.Metadata ?? new Dictionary<string, string>())
             metadata[key] = value;
         // transformers refuses a safetensors file whose metadata does not say it holds PyTorch tensors.
         if (metadata.TryGetValue("format", out var format) && format != "pt")
-            throw new ArgumentException($"CheckpointSaveOptions.Metadata sets \"format\" to '{format}'; it must be \"pt\".", nameof(options));
+            throw new ArgumentException($"WeightSaveOptions.Metadata sets \"format\" to '{format}'; it must be \"pt\".", nameof(options));
         metadata["format"] = "pt";
         return metadata;
     }
@@ -82,7 +82,7 @@ internal static class CheckpointSaver
     {
         Directory.CreateDirectory(folder);
         string indexPath = Path.Combine(folder, ShardIndex.FileName);
-        string singlePath = Path.Combine(folder, CheckpointFiles.SingleFileName);
+        string singlePath = Path.Combine(folder, WeightFiles.SingleFileName);
         var oldIndex = ShardIndex.TryRead(indexPath);
         RemoveAbandonedStaging(folder, oldIndex);
 
@@ -90,7 +90,7 @@ internal static class CheckpointSaver
         string staging = Path.Combine(folder, stagingName);
         Directory.CreateDirectory(staging);
         var shardNames = shards.Count == 1
-            ? [CheckpointFiles.SingleFileName]
+            ? [WeightFiles.SingleFileName]
             : Enumerable.Range(1, shards.Count).Select(i => $"model-{i:D5}-of-{shards.Count:D5}.safetensors").ToList();
         try
         {

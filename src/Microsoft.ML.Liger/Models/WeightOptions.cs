@@ -2,8 +2,8 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Liger.Models;
 
-/// <summary>How <see cref="SafetensorsCheckpoint.Load"/> maps a checkpoint onto a module.</summary>
-public sealed record CheckpointLoadOptions
+/// <summary>How <see cref="SafetensorsWeights.Load"/> maps a checkpoint onto a module.</summary>
+public sealed record WeightLoadOptions
 {
     /// <summary>
     /// The floating-point type the module's floating-point parameters and buffers should have after loading
@@ -23,13 +23,13 @@ public sealed record CheckpointLoadOptions
     /// <summary>
     /// True (default): every module tensor must be in the checkpoint, and every checkpoint tensor not ignored
     /// must be in the module. False: missing tensors keep their initial values and unexpected ones are skipped;
-    /// <see cref="CheckpointLoadResult"/> lists both. Shape mismatches are errors either way.
+    /// <see cref="WeightLoadResult"/> lists both. Shape mismatches are errors either way.
     /// </summary>
     public bool Strict { get; init; } = true;
 }
 
-/// <summary>How <see cref="SafetensorsCheckpoint.Save"/> writes a module.</summary>
-public sealed record CheckpointSaveOptions
+/// <summary>How <see cref="SafetensorsWeights.Save"/> writes a module.</summary>
+public sealed record WeightSaveOptions
 {
     /// <summary>Hugging Face's default shard size, 5 GB (decimal, as "5GB" in transformers).</summary>
     public const long DefaultMaxShardBytes = 5_000_000_000;
@@ -59,8 +59,8 @@ public sealed record CheckpointSaveOptions
 /// <param name="Loaded">Module entries filled from the checkpoint (directly or as the same tensor as a loaded one).</param>
 /// <param name="Missing">Module entries the checkpoint lacks, left as they were (only non-strict loads get here).</param>
 /// <param name="Unexpected">Checkpoint tensors the module does not have, skipped (only non-strict loads get here).</param>
-/// <param name="Ignored">Checkpoint tensors skipped because they match <see cref="CheckpointLoadOptions.IgnoredNames"/>.</param>
-public sealed record CheckpointLoadResult(
+/// <param name="Ignored">Checkpoint tensors skipped because they match <see cref="WeightLoadOptions.IgnoredNames"/>.</param>
+public sealed record WeightLoadResult(
     IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected, IReadOnlyList<string> Ignored);
 
 /// <summary>One tensor of a checkpoint as its header describes it.</summary>
@@ -70,5 +70,5 @@ public sealed record CheckpointLoadResult(
 /// <param name="Shape">The shape.</param>
 /// <param name="FilePath">The safetensors file holding it.</param>
 /// <param name="ByteLength">The bytes of its data.</param>
-public sealed record CheckpointTensorInfo(
+public sealed record WeightTensorInfo(
     string Name, string StoredDType, ScalarType? DType, IReadOnlyList<long> Shape, string FilePath, long ByteLength);

@@ -2,7 +2,7 @@ using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>One tensor's header entry: its dtype string, shape and byte range within the data section.</summary>
 internal sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End)
@@ -54,7 +54,7 @@ internal sealed class SafetensorsHeader
         ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
         // Not a safetensors file at all (or cut short): say so without quoting what the file holds.
         if (headerLength > (ulong)(fileLength - 8))
-            throw new CheckpointFormatException(path, null,
+            throw new WeightFormatException(path, null,
                 $"'{path}' is not a safetensors file: its header length exceeds its size of {fileLength} bytes (truncated, or another kind of file?).");
         if (headerLength > MaxHeaderLength)
             throw Corrupt(path, null, $"its header length exceeds the format's limit of {MaxHeaderLength} bytes");
@@ -176,6 +176,6 @@ internal sealed class SafetensorsHeader
             throw Corrupt(path, null, $"its tensors cover {end} bytes of the {dataLength}-byte data section (extra bytes at the end)");
     }
 
-    private static CheckpointFormatException Corrupt(string path, string? tensorName, string reason) =>
+    private static WeightFormatException Corrupt(string path, string? tensorName, string reason) =>
         new(path, tensorName, $"'{path}' is not a valid safetensors file: {reason}.");
 }

@@ -4,7 +4,7 @@ using System.Text.Json;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>A tensor to save under its state-dict name, converted to <paramref name="DType"/> on the way.</summary>
 internal sealed record TensorToSave(string Name, Tensor Tensor, ScalarType DType)

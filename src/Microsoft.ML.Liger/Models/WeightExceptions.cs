@@ -5,10 +5,10 @@ namespace Microsoft.ML.Liger.Models;
 /// the data), or an index that names files outside its folder. An <see cref="IOException"/>, as the missing-file
 /// errors are, so one catch covers every unusable checkpoint file.
 /// </summary>
-public sealed class CheckpointFormatException : IOException
+public sealed class WeightFormatException : IOException
 {
     /// <summary>Creates the exception for <paramref name="path"/> and, when one is to blame, <paramref name="tensorName"/>.</summary>
-    public CheckpointFormatException(string path, string? tensorName, string message)
+    public WeightFormatException(string path, string? tensorName, string message)
         : base(message)
     {
         Path = path;
@@ -28,10 +28,10 @@ public sealed class CheckpointFormatException : IOException
 /// this loader cannot read (F8 types, unsigned types above 8 bits). Every problem
 /// found is listed, so one failed load shows all of them. Nothing was copied into the module.
 /// </summary>
-public sealed class CheckpointMismatchException : InvalidOperationException
+public sealed class WeightMismatchException : InvalidOperationException
 {
     /// <summary>Creates the exception from the lists of problems; the message names them.</summary>
-    public CheckpointMismatchException(
+    public WeightMismatchException(
         string folder, IReadOnlyList<string> missingNames, IReadOnlyList<string> unexpectedNames, IReadOnlyList<string> mismatches)
         : base(Describe(folder, missingNames, unexpectedNames, mismatches))
     {
@@ -45,7 +45,7 @@ public sealed class CheckpointMismatchException : InvalidOperationException
     /// For a config.json whose sizes disagree with the checkpoint's headers, found before any model was built
     /// (each problem names the field, config.json's value and the checkpoint's).
     /// </summary>
-    internal CheckpointMismatchException(string folder, string configPath, IReadOnlyList<string> configProblems)
+    internal WeightMismatchException(string folder, string configPath, IReadOnlyList<string> configProblems)
         : base(Describe($"'{configPath}' does not fit the checkpoint in '{folder}' (checked before building the model):", configProblems))
     {
         Folder = folder;

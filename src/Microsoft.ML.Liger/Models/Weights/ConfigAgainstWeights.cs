@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// Checks config.json's sizes against the checkpoint's headers before a model is built. The model is allocated
@@ -11,11 +11,11 @@ namespace Microsoft.ML.Liger.Models;
 /// layer names give num_hidden_layers, layer 0's projections give the head counts and the MLP width. What passes
 /// here is bounded by the checkpoint's own size; the loader then checks every name, shape and dtype.
 /// </summary>
-internal static partial class ConfigAgainstCheckpoint
+internal static partial class ConfigAgainstWeights
 {
     private const string Embed = "model.embed_tokens.weight";
 
-    /// <exception cref="CheckpointMismatchException">A field disagrees with the checkpoint (field, config value and checkpoint value named).</exception>
+    /// <exception cref="WeightMismatchException">A field disagrees with the checkpoint (field, config value and checkpoint value named).</exception>
     public static void Check(CausalLMConfig config, string configPath, string folder, IReadOnlyDictionary<string, StoredTensor> stored)
     {
         var problems = new List<string>();
@@ -63,7 +63,7 @@ internal static partial class ConfigAgainstCheckpoint
             Field("intermediate_size", config.IntermediateSize, expert.Entry.Shape[0], Describe(Moe + "experts.0.w1.weight"));
 
         if (problems.Count > 0)
-            throw new CheckpointMismatchException(folder, configPath, problems);
+            throw new WeightMismatchException(folder, configPath, problems);
 
         // A projection's rows are a product of fields: name them all, the checkpoint's value, and the tensor.
         void Rows(string name, long expected, string fields)

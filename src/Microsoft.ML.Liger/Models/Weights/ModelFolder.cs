@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// The files of a model folder (config.json, weights, tokenizer), refused when a symbolic link takes them out of
@@ -15,7 +15,7 @@ internal static class ModelFolder
     /// path (or in its Hugging Face cache's blobs/). A file that does not exist is returned unchecked, for the
     /// caller's own "missing" error.
     /// </summary>
-    /// <exception cref="CheckpointFormatException">The file resolves outside the folder.</exception>
+    /// <exception cref="WeightFormatException">The file resolves outside the folder.</exception>
     public static string PathOf(string folder, string name)
     {
         string path = Path.Combine(folder, name);
@@ -32,7 +32,7 @@ internal static class ModelFolder
         string real = RealPath(path);
         if (IsUnder(real, realFolder) || IsUnder(real, CacheBlobs(realFolder)))
             return;
-        throw new CheckpointFormatException(path, null,
+        throw new WeightFormatException(path, null,
             $"'{path}' resolves to '{real}', outside the model folder '{realFolder}': files of a model folder must stay inside it "
             + "(symbolic links are followed only into a Hugging Face cache's blobs/ folder of the same model).");
     }

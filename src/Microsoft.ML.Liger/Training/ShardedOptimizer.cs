@@ -1,10 +1,11 @@
 using Liger.Kernels.Runtime;
+using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Training;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Distributed;
+namespace Microsoft.ML.Liger.Training;
 
 /// <summary>
 /// ZeRO stage 1: each rank keeps AdamW's state (and the fp32 master weights of bf16 training) for its own share of the

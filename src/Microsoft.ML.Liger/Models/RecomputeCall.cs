@@ -9,11 +9,11 @@ namespace Microsoft.ML.Liger.Models;
 /// require grad, the trainable parameters, the outputs' shapes (to catch a recompute that differs) and the
 /// CPU generator's state. It holds no tensor of the block's inputs: libtorch saves those.
 /// </summary>
-internal sealed class CheckpointCall
+internal sealed class RecomputeCall
 {
     private (long[] Shape, ScalarType Dtype, Device Device)[]? outputSignatures;
 
-    internal CheckpointCall(Func<Tensor[], Tensor[]> block, IReadOnlyList<Tensor> inputs, Parameter[] parameters, CpuRngState? rng)
+    internal RecomputeCall(Func<Tensor[], Tensor[]> block, IReadOnlyList<Tensor> inputs, Parameter[] parameters, CpuRngState? rng)
     {
         Block = block;
         InputCount = inputs.Count;

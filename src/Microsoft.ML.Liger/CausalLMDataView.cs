@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Liger.FineTuning;
 
 namespace Microsoft.ML.Liger;
 

@@ -1,6 +1,6 @@
 using System.Text.Json;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// model.safetensors.index.json as Hugging Face writes it: {"metadata": {"total_parameters": elements,
@@ -111,6 +111,6 @@ internal sealed class ShardIndex
         && !Path.IsPathRooted(relativePath)
         && !relativePath.Split('/', '\\').Any(part => part is "" or "." or "..");
 
-    private static CheckpointFormatException Corrupt(string path, string? tensorName, string reason) =>
+    private static WeightFormatException Corrupt(string path, string? tensorName, string reason) =>
         new(path, tensorName, $"'{path}' is not a valid checkpoint index: {reason}.");
 }
