@@ -120,7 +120,7 @@ public sealed class CausalLMTransformer : ITransformer, IDisposable
         var labels = example.Tokens.Take(length).Select((id, t) => t >= example.PromptLength ? (long)id : -100L).ToArray();
         return InEvalMode(device =>
         {
-            using var output = Model.Forward(new CausalLMInput
+            using var output = Model.forward(new CausalLMInput
             {
                 InputIds = tensor(example.Tokens.Take(length).Select(i => (long)i).ToArray(), [1, length], device: device),
                 Labels = tensor(labels, [1, length], device: device),

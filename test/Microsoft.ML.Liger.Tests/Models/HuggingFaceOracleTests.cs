@@ -83,7 +83,7 @@ public sealed class HuggingFaceOracleTests
         using (no_grad())
         {
             bool router = expected.ContainsKey("aux_loss");
-            using var output = model.Forward(new CausalLMInput
+            using var output = model.forward(new CausalLMInput
             {
                 InputIds = ids, AttentionMask = mask, Labels = labels, ReturnLogits = true, OutputRouterLogits = router,
             });
@@ -97,7 +97,7 @@ public sealed class HuggingFaceOracleTests
             Assert.IsLessThan(Tolerance, lossError, $"{name}: loss relative error {lossError:E3}");
             if (expected.TryGetValue("aux_loss", out var aux))
                 Assert.IsLessThan(Tolerance, Relative(aux, output.AuxLoss!), $"{name}: router load-balancing loss");
-            using var unmasked = model.Forward(new CausalLMInput { InputIds = ids });
+            using var unmasked = model.forward(new CausalLMInput { InputIds = ids });
             Assert.IsLessThan(Tolerance, Relative(expected["logits_unmasked"], unmasked.Logits!), $"{name}: logits without a mask");
         }
         var generated = model.Generate(expected["generate_prompt"].to(device), options: new GenerationOptions { MaxNewTokens = 8, StopTokenIds = [] });

@@ -25,8 +25,8 @@ public sealed class LayerRecomputeTests
         checkpointed.load_state_dict(plain.state_dict());
         var batch = Batches.Random(seed, batch: 2, length: 11, padLast: 3);
 
-        using var expected = plain.Forward(batch.Input);
-        using var actual = checkpointed.Forward(batch.Input);
+        using var expected = plain.forward(batch.Input);
+        using var actual = checkpointed.forward(batch.Input);
         expected.Loss!.backward();
         actual.Loss!.backward();
         Recompute.ThrowIfBackwardFailed();
@@ -55,7 +55,7 @@ public sealed class LayerRecomputeTests
             using var model = new CausalLM(config) { GradientCheckpointing = checkpointing };
             var batch = Batches.Random(3, batch: 4, length: 64, padLast: 0);
             long before = NativeHeap.LiveBytes();
-            using var output = model.Forward(batch.Input);
+            using var output = model.forward(batch.Input);
             long kept = NativeHeap.LiveBytes() - before;
             output.Loss!.backward();
             return kept;
@@ -73,7 +73,7 @@ public sealed class LayerRecomputeTests
         model.GradientCheckpointing = true;
         model.eval();
         var batch = Batches.Random(1, batch: 1, length: 5, padLast: 0);
-        using var output = model.Forward(batch.Input);
+        using var output = model.forward(batch.Input);
         output.Loss!.backward(); // eval mode: plain layers, a normal graph
         Assert.IsNotNull(model.LmHeadWeight.grad);
     }

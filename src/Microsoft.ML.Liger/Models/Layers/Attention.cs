@@ -60,7 +60,7 @@ internal sealed class Attention : nn.Module
 
     /// <summary>Attention over <paramref name="x"/>, normalised first by <paramref name="norm"/> when given: a norm on
     /// Liger's kernel runs with the projections as one function that does not keep the normalised x.</summary>
-    internal Tensor Forward(Tensor x, AttentionInputs inputs, DecoderRMSNorm? norm = null)
+    internal Tensor forward(Tensor x, AttentionInputs inputs, DecoderRMSNorm? norm = null)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1];

@@ -63,11 +63,11 @@ internal sealed class GatedMlp : nn.Module<Tensor, Tensor>
     };
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x) => Forward(x, null);
+    public override Tensor forward(Tensor x) => forward(x, null);
 
     /// <summary>The MLP over <paramref name="x"/>, normalised first by <paramref name="norm"/> when given: a norm on
     /// Liger's kernel runs with the gate and up projections as one function that does not keep the normalised x.</summary>
-    internal Tensor Forward(Tensor x, DecoderRMSNorm? norm)
+    internal Tensor forward(Tensor x, DecoderRMSNorm? norm)
     {
         using var scope = NewDisposeScope();
         bool fused = norm is { Liger: true };

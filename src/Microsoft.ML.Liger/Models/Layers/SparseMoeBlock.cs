@@ -35,7 +35,7 @@ internal sealed class SparseMoeBlock : nn.Module
     public int ExpertCount => experts.Count;
 
     /// <summary>The block's output (B, T, H) and the router logits (B·T, experts).</summary>
-    public (Tensor Output, Tensor RouterLogits) Forward(Tensor x)
+    public (Tensor Output, Tensor RouterLogits) forward(Tensor x)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1], hidden = x.shape[2];
