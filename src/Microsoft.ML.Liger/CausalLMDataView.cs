@@ -1,5 +1,4 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.Liger.FineTuning;
 
 namespace Microsoft.ML.Liger;
 

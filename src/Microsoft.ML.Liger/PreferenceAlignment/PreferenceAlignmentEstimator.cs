@@ -1,5 +1,4 @@
 using Microsoft.ML.Data;
-using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 using Microsoft.ML.Runtime;

@@ -2,7 +2,6 @@ using Liger.Kernels.Runtime;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
