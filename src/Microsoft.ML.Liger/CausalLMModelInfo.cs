@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.PreferenceAlignment;
+using Microsoft.ML.Liger.Training;
 
 namespace Microsoft.ML.Liger;
 
@@ -69,6 +70,32 @@ public sealed record CausalLMModelInfo
 
     /// <summary>How the model was preference-aligned (<see cref="LigerCatalog.PreferenceAlignment"/>); null for fine-tuning.</summary>
     public PreferenceAlignmentInfo? Alignment { get; init; }
+
+    /// <summary>
+    /// What every trained model records, whichever estimator trained it: the chat format, context length, completion
+    /// settings, loss and perplexity columns, and the kernels. The estimator adds its data format and columns.
+    /// </summary>
+    internal static CausalLMModelInfo Describe(CausalLM model, CausalLMTokenizer tokenizer, IScoringOptions options) => new()
+    {
+        LossColumnName = options.LossColumnName,
+        PerplexityColumnName = options.PerplexityColumnName,
+        UseChatTemplate = options.UseChatTemplate,
+        SystemPrompt = options.SystemPrompt,
+        ChatTemplate = options.UseChatTemplate ? tokenizer.ChatTemplate?.Options : null,
+        MaxContextLength = options.MaxContextLength,
+        Generation = options.Generation,
+        Kernels = model.Options.Kernels,
+    };
+
+    /// <summary>This record with what <paramref name="run"/> did: steps, tokens, losses, evaluations and skipped steps.</summary>
+    internal CausalLMModelInfo WithTraining(TrainingResult run) => this with
+    {
+        TrainedSteps = run.Steps,
+        TokensSeen = run.TokensSeen,
+        StepLosses = run.StepLosses.ToList(),
+        EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
+        SkippedSteps = run.SkippedSteps.ToList(),
+    };
 
     internal void Save(string folder)
     {

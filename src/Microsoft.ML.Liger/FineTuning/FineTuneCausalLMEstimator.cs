@@ -60,7 +60,7 @@ public sealed class FineTuneCausalLMEstimator : IEstimator<CausalLMTransformer>
                          $"{train.Count} {format} rows ({train.Sum(e => (long)e.Tokens.Length)} tokens).");
             var info = Info(format, model, tokenizer);
             var result = Train(host, channel, model, tokenizer, info, encoder, train, validation);
-            return new CausalLMTransformer(model, tokenizer, WithTraining(info, result));
+            return new CausalLMTransformer(model, tokenizer, info.WithTraining(result));
         }
         catch
         {
@@ -176,21 +176,13 @@ public sealed class FineTuneCausalLMEstimator : IEstimator<CausalLMTransformer>
                 "They add nothing (an empty row at most its end-of-sequence token).");
     }
 
-    private CausalLMModelInfo Info(DataFormat format, CausalLM model, CausalLMTokenizer tokenizer) => new()
+    private CausalLMModelInfo Info(DataFormat format, CausalLM model, CausalLMTokenizer tokenizer) => CausalLMModelInfo.Describe(model, tokenizer, options) with
     {
         DataFormat = format,
         TextColumnName = options.TextColumnName,
         PromptColumnName = options.PromptColumnName,
         ResponseColumnName = options.ResponseColumnName,
         CompletionColumnName = options.CompletionColumnName,
-        LossColumnName = options.LossColumnName,
-        PerplexityColumnName = options.PerplexityColumnName,
-        UseChatTemplate = options.UseChatTemplate,
-        SystemPrompt = options.SystemPrompt,
-        ChatTemplate = options.UseChatTemplate ? tokenizer.ChatTemplate?.Options : null,
-        MaxContextLength = options.MaxContextLength,
-        Generation = options.Generation,
-        Kernels = model.Options.Kernels,
     };
 
     private TrainingResult Train(IHost host, IChannel channel, CausalLM model, CausalLMTokenizer tokenizer, CausalLMModelInfo info,
@@ -218,18 +210,9 @@ public sealed class FineTuneCausalLMEstimator : IEstimator<CausalLMTransformer>
             WriteCheckpointExtras = (folder, run) =>
             {
                 tokenizer.SavePretrained(folder);
-                WithTraining(info, run).Save(folder);
+                info.WithTraining(run).Save(folder);
             },
         };
         return trainer.Train(train, validation);
     }
-
-    private static CausalLMModelInfo WithTraining(CausalLMModelInfo info, TrainingResult run) => info with
-    {
-        TrainedSteps = run.Steps,
-        TokensSeen = run.TokensSeen,
-        StepLosses = run.StepLosses.ToList(),
-        EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
-        SkippedSteps = run.SkippedSteps.ToList(),
-    };
 }

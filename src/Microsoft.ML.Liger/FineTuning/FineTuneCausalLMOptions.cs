@@ -12,7 +12,7 @@ namespace Microsoft.ML.Liger.FineTuning;
 /// or prompt and response columns (supervised fine-tuning: the loss is on the response's tokens only). With
 /// <see cref="DataFormat.Auto"/> the input's schema decides: prompt and response when both columns exist.
 /// </remarks>
-public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions
+public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions, IScoringOptions
 {
     /// <summary>A Hugging Face checkpoint folder to start from (config.json + safetensors); null: <see cref="Architecture"/> from random init.</summary>
     public string? BaseModelPath { get; set; }

@@ -17,7 +17,7 @@ namespace Microsoft.ML.Liger.PreferenceAlignment;
 /// algorithm whether log-probs are averaged and whether the NLL term is on). Setting one that the algorithm does not
 /// use is an error that names it, so a setting never silently does nothing.</para>
 /// </remarks>
-public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions
+public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions, IScoringOptions
 {
     /// <summary>Sets the defaults that differ from the loop's: learning rate 1e-6 (TRL's DPO, ORPO and KTO configs).</summary>
     public PreferenceAlignmentOptions() => LearningRate = 1e-6;
