@@ -471,7 +471,7 @@ public sealed class SafetensorsWeightsTests
         using var module = new TinyCausalLm(new TinyLmConfig());
         var error = Assert.ThrowsExactly<WeightFormatException>(() => SafetensorsWeights.Load(module, _folder));
         StringAssert.Contains(error.Message, shard);
-        StringAssert.Contains(error.Message, "not a file inside the checkpoint folder");
+        StringAssert.Contains(error.Message, "not a file inside the model folder");
         Assert.AreEqual("lm_head.weight", error.TensorName);
     }
 

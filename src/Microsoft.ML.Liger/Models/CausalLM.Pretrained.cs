@@ -6,7 +6,7 @@ namespace Microsoft.ML.Liger.Models;
 public sealed partial class CausalLM
 {
     /// <summary>
-    /// Loads a Hugging Face checkpoint folder (config.json + model.safetensors or a sharded index) of any
+    /// Loads a Hugging Face model folder (config.json + model.safetensors or a sharded index) of any
     /// supported family, with the family's Liger layers as <paramref name="options"/> say (by default every
     /// Liger kernel the family can use, with the fused linear cross-entropy): the analogue of Liger-Kernel's
     /// <c>AutoLigerKernelForCausalLM.from_pretrained(path)</c>. The dtype is the options' or, if unset, the one
@@ -14,13 +14,13 @@ public sealed partial class CausalLM
     /// </summary>
     /// <exception cref="NotSupportedException">config.json's model_type is not a supported family (the message lists them).</exception>
     /// <exception cref="WeightMismatchException">Missing, unexpected or mis-shaped tensors (named), or a config.json whose
-    /// sizes disagree with the checkpoint's headers (the field and both values named; found before the model is built).</exception>
+    /// sizes disagree with the weights' headers (the field and both values named; found before the model is built).</exception>
     /// <exception cref="WeightFormatException">A file is corrupt, or a symbolic link takes it out of the folder.</exception>
     public static CausalLM FromPretrained(string folder, CausalLMOptions? options = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(folder);
         if (!Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"Checkpoint folder '{folder}' does not exist.");
+            throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist.");
         var config = CausalLMConfig.Load(folder);
         // Sizes checked against the headers first: the model is allocated from config.json, which may lie.
         ConfigAgainstWeights.Check(config, ModelFolder.PathOf(folder, "config.json"), folder, WeightFiles.ReadTensors(folder));
@@ -45,7 +45,7 @@ public sealed partial class CausalLM
     /// <summary>
     /// Saves config.json and the weights in Hugging Face's format (model.safetensors, or shards and an index
     /// above <paramref name="maxShardBytes"/>), loadable by <see cref="FromPretrained"/> and by transformers.
-    /// The weights are written atomically: an interrupted save leaves the previous checkpoint loadable.
+    /// The weights are written atomically: an interrupted save leaves the previous weights loadable.
     /// </summary>
     public void SavePretrained(string folder, long maxShardBytes = WeightSaveOptions.DefaultMaxShardBytes)
     {

@@ -46,9 +46,12 @@ public sealed partial class CausalLM : nn.Module
     public CausalLMConfig Config { get; }
     /// <summary>The family.</summary>
     public ModelFamily Family { get; }
-    /// <summary>Build options (kernels, dtype, device, attention, checkpointing).</summary>
+    /// <summary>Build options (kernels, dtype, device, attention).</summary>
     public CausalLMOptions Options { get; }
-    /// <summary>Gradient checkpointing per decoder layer while training (off by default).</summary>
+    /// <summary>
+    /// Gradient checkpointing (transformers' name) per decoder layer while training: each layer's activations are recomputed
+    /// in the backward instead of kept (<see cref="Recompute"/>). Off by default.
+    /// </summary>
     public bool GradientCheckpointing { get; set; }
 
     /// <summary>The lm_head weight (V, H): lm_head's own, or the embeddings' when tied.</summary>
@@ -122,7 +125,7 @@ public sealed partial class CausalLM : nn.Module
     /// <summary>
     /// The final normed hidden states (B, T, H), the input of lm_head, without logits or a loss: what a loss that
     /// applies lm_head itself chunk by chunk (the preference losses) starts from. Runs the same decoder as
-    /// <see cref="forward"/>, gradient checkpointing included. <see cref="CausalLMInput.Labels"/> and the logits
+    /// <see cref="forward"/>, activation recomputation (GradientCheckpointing) included. <see cref="CausalLMInput.Labels"/> and the logits
     /// options are not read. Granite's logits scaling and Gemma's final soft cap are lm_head's side, not applied
     /// here: see <see cref="LogitsScaling"/> and <see cref="FinalLogitSoftcap"/>.
     /// </summary>

@@ -6,9 +6,9 @@ using Microsoft.ML.Tokenizers;
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// The tokenizer of a causal language model, read from a Hugging Face checkpoint folder and run by
+/// The tokenizer of a causal language model, read from a Hugging Face model folder and run by
 /// Microsoft.ML.Tokenizers: byte-level BPE from tokenizer.json (GPT-2, Llama 3, Qwen2/3) or SentencePiece
-/// from tokenizer.model (Llama 2, Mistral, Gemma, Phi-3), with the checkpoint's BOS/EOS/PAD tokens, added
+/// from tokenizer.model (Llama 2, Mistral, Gemma, Phi-3), with the model folder's BOS/EOS/PAD tokens, added
 /// tokens and chat template.
 /// </summary>
 /// <remarks>
@@ -32,7 +32,7 @@ public sealed class CausalLMTokenizer
     private string? _sourceFolder;
     private bool _builtinGpt2;
 
-    /// <summary>Files of a checkpoint folder that make up its tokenizer (copied by <see cref="SavePretrained"/>).</summary>
+    /// <summary>Files of a model folder that make up its tokenizer (copied by <see cref="SavePretrained"/>).</summary>
     private static readonly string[] TokenizerFiles =
         ["tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json"];
 
@@ -120,37 +120,37 @@ public sealed class CausalLMTokenizer
     /// <summary>The tokens matched whole in text before the model tokenizer runs.</summary>
     public IReadOnlyList<AddedToken> AddedTokens { get; }
 
-    /// <summary>The beginning-of-sequence token's text, when the checkpoint names one.</summary>
+    /// <summary>The beginning-of-sequence token's text, when the model folder names one.</summary>
     public string? BosToken { get; }
 
-    /// <summary>The end-of-sequence token's text (tokenizer_config.json's eos_token), when the checkpoint names one.</summary>
+    /// <summary>The end-of-sequence token's text (tokenizer_config.json's eos_token), when the model folder names one.</summary>
     public string? EosToken { get; }
 
-    /// <summary>The padding token's text, when the checkpoint names one.</summary>
+    /// <summary>The padding token's text, when the model folder names one.</summary>
     public string? PadToken { get; }
 
-    /// <summary>The beginning-of-sequence id, when the checkpoint has one.</summary>
+    /// <summary>The beginning-of-sequence id, when the weights have one.</summary>
     public int? BosTokenId { get; }
 
-    /// <summary>The padding id, when the checkpoint has one (tokenizer_config.json's pad_token, else config.json's pad_token_id).</summary>
+    /// <summary>The padding id, when the weights have one (tokenizer_config.json's pad_token, else config.json's pad_token_id).</summary>
     public int? PadTokenId { get; }
 
     /// <summary>Ids that end generation: eos_token and the eos_token_id of generation_config.json and config.json.</summary>
     public IReadOnlySet<int> EosTokenIds { get; }
 
-    /// <summary>The Jinja chat template text the checkpoint ships, if any.</summary>
+    /// <summary>The Jinja chat template text the model folder ships, if any.</summary>
     public string? ChatTemplateSource { get; }
 
     /// <summary>
     /// The chat format: the family recognised in <see cref="ChatTemplateSource"/>, <see cref="ChatTemplate.Plain"/>
-    /// when the checkpoint has no template, null when its template is not one of the recognised families. Set it
+    /// when the weights have no template, null when its template is not one of the recognised families. Set it
     /// to use another (for example <see cref="ChatTemplate.FromRoles"/>).
     /// </summary>
     public ChatTemplate? ChatTemplate { get; set; }
 
     /// <summary>Encodes text to ids.</summary>
     /// <param name="text">The text; added tokens written in it (such as &lt;|eot_id|&gt;) become their ids.</param>
-    /// <param name="addSpecialTokens">Whether to add the BOS/EOS the checkpoint asks for (add_bos_token, or tokenizer.json's post-processor).</param>
+    /// <param name="addSpecialTokens">Whether to add the BOS/EOS the model folder asks for (add_bos_token, or tokenizer.json's post-processor).</param>
     public IReadOnlyList<int> Encode(string text, bool addSpecialTokens = true)
     {
         ArgumentNullException.ThrowIfNull(text);
@@ -232,11 +232,11 @@ public sealed class CausalLMTokenizer
         .Replace(" n't", "n't").Replace(" 'm", "'m").Replace(" 's", "'s").Replace(" 've", "'ve").Replace(" 're", "'re");
 
     /// <summary>
-    /// Reads the tokenizer of a Hugging Face checkpoint folder: tokenizer.json when it holds a byte-level BPE
+    /// Reads the tokenizer of a Hugging Face model folder: tokenizer.json when it holds a byte-level BPE
     /// model, tokenizer.model (SentencePiece) otherwise; tokenizer_config.json, generation_config.json and
     /// config.json for the special tokens and chat template when present.
     /// </summary>
-    /// <param name="folder">The checkpoint folder.</param>
+    /// <param name="folder">The model folder.</param>
     public static CausalLMTokenizer FromPretrained(string folder)
     {
         var tokenizer = ReadPretrained(folder);

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// Activation (gradient) checkpointing for TorchSharp, which has none: a block (a decoder layer) runs in the
+/// Activation recomputation (transformers' gradient checkpointing) for TorchSharp, which has none: a block (a decoder layer) runs in the
 /// forward without keeping its activations, and the backward runs it again, with grad enabled, to get them.
 /// Memory for activations drops from every layer's to one layer's plus each layer's inputs, for one more
 /// forward of the block in the backward.
@@ -15,7 +15,7 @@ namespace Microsoft.ML.Liger.Models;
 /// its trainable parameters, so libtorch routes and accumulates their gradients as for any other op: a
 /// parameter shared with the rest of the graph (tied embeddings), a second backward through another
 /// branch, <c>.grad</c> accumulation across micro-batches and <c>torch.autograd.grad</c> on a parameter all
-/// behave as without checkpointing. On the CPU in float32 the gradients equal the plain run's bit for bit
+/// behave as without recomputation. On the CPU in float32 the gradients equal the plain run's bit for bit
 /// (the recompute runs the same ops in the same order); where a tensor receives three or more gradient
 /// contributions from inside and outside the block, their sum may be added in another order, as libtorch
 /// itself does not fix that order.</para>
@@ -33,7 +33,7 @@ namespace Microsoft.ML.Liger.Models;
 /// generator's state, so random ops on a GPU would not replay. The Liger models use no dropout.</item>
 /// <item>Not modify its inputs in place, nor have them modified before the backward (libtorch's version
 /// check then fails the backward).</item>
-/// <item>Double backward (<c>create_graph: true</c>) through a checkpointed block is not supported.</item>
+/// <item>Double backward (<c>create_graph: true</c>) through a recomputed block is not supported.</item>
 /// </list>
 /// <para>An exception in the recompute (the block throws, or produces outputs of other shapes) cannot leave a
 /// TorchSharp backward: it would end the process. It is recorded, and the backward is made to fail inside
@@ -87,7 +87,7 @@ public static class Recompute
     }
 
     /// <summary>
-    /// Runs <paramref name="block"/> checkpointed, with the parameters of <paramref name="module"/> (all of them,
+    /// Runs <paramref name="block"/> recomputed, with the parameters of <paramref name="module"/> (all of them,
     /// submodules included) as the block's parameters. See <see cref="Apply(Func{Tensor[], Tensor[]}, IReadOnlyList{Tensor}, IReadOnlyList{Parameter}, bool)"/>.
     /// </summary>
     /// <param name="module">The module the block runs (a decoder layer); its parameters receive gradients.</param>
@@ -99,7 +99,7 @@ public static class Recompute
         return Apply(block, inputs, module.parameters().ToArray());
     }
 
-    /// <summary>Runs a one-input, one-output <paramref name="block"/> of <paramref name="module"/> checkpointed.</summary>
+    /// <summary>Runs a one-input, one-output <paramref name="block"/> of <paramref name="module"/> recomputed.</summary>
     /// <param name="module">The module the block runs; its parameters receive gradients.</param>
     /// <param name="block">The computation.</param>
     /// <param name="input">The block's input.</param>
@@ -110,7 +110,7 @@ public static class Recompute
     }
 
     /// <summary>
-    /// Throws if the recompute of a checkpointed block failed in a backward since the last call; does nothing
+    /// Throws if the recompute of a recomputed block failed in a backward since the last call; does nothing
     /// otherwise. Call it where the caller's <c>backward()</c> threw (or after it returned): the backward
     /// runs on libtorch's thread, where the exception could not be thrown.
     /// </summary>
@@ -126,9 +126,9 @@ public static class Recompute
         }
         if (failures.Length == 0)
             return;
-        string more = failures.Length > 1 ? $" ({failures.Length - 1} more failure(s) followed, in enclosing checkpointed blocks or later backwards)" : "";
+        string more = failures.Length > 1 ? $" ({failures.Length - 1} more failure(s) followed, in enclosing recomputed blocks or later backwards)" : "";
         throw new InvalidOperationException(
-            $"The backward of a checkpointed block failed while recomputing the block: {failures[0].Message}{more}. " +
+            $"The backward of a recomputed block failed while recomputing the block: {failures[0].Message}{more}. " +
             "The gradients of that backward are incomplete; zero them before the next step.", failures[0]);
     }
 

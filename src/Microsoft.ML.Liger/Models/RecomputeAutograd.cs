@@ -8,7 +8,7 @@ namespace Microsoft.ML.Liger.Models;
 /// <summary>
 /// The autograd node of <see cref="Recompute"/>. Its inputs are the block's tensor inputs and its
 /// trainable parameters, so the parameters' gradients leave through the node like any input's, and libtorch
-/// accumulates them (with whatever else reaches those parameters) as in a run without checkpointing.
+/// accumulates them (with whatever else reaches those parameters) as in a run without recomputation.
 /// </summary>
 /// <remarks>
 /// The backward runs the block again with grad enabled and differentiates it with a nested
@@ -23,7 +23,7 @@ namespace Microsoft.ML.Liger.Models;
 /// nested call, read, and put back, and the value read is returned. The node's inputs include every
 /// trainable parameter, so the outer graph accumulates into none of them before this node has returned;
 /// other work the nested call runs on the same thread meanwhile (libtorch shares the thread's ready queue,
-/// so another checkpoint node may run inside this one) nests, and every set-aside is undone in reverse order.
+/// so another recompute node may run inside this one) nests, and every set-aside is undone in reverse order.
 /// </remarks>
 internal sealed class RecomputeAutograd : autograd.MultiTensorFunction<RecomputeAutograd>
 {
@@ -72,7 +72,7 @@ internal sealed class RecomputeAutograd : autograd.MultiTensorFunction<Recompute
     {
         if (is_grad_enabled())
             throw new NotSupportedException(
-                "A checkpointed block cannot be differentiated twice (backward with create_graph: true); run it without checkpointing.");
+                "A recomputed block cannot be differentiated twice (backward with create_graph: true); run it without recomputation.");
         var saved = ctx.get_saved_variables(); // throws if an input or parameter was modified in place since the forward
         int n = call.InputCount;
         var sink = new GradientSink(n);
@@ -147,7 +147,7 @@ internal sealed class RecomputeAutograd : autograd.MultiTensorFunction<Recompute
 }
 
 /// <summary>
-/// Identity on a checkpointed block's input whose backward keeps the gradient that reaches it and passes
+/// Identity on a recomputed block's input whose backward keeps the gradient that reaches it and passes
 /// none on: the gradient as libtorch summed it over the block's uses, with its own strides, as the plain
 /// graph would hand it on (an accumulation into <c>.grad</c> could copy it to the input's strides).
 /// </summary>
@@ -167,7 +167,7 @@ internal sealed class GradientCaptureAutograd : autograd.MultiTensorFunction<Gra
     }
 
     public override List<Tensor> backward(autograd.AutogradContext ctx, List<Tensor> grads) =>
-        // The handle is not parked for release: the checkpoint node returns it (and parks it) after this.
+        // The handle is not parked for release: the recompute node returns it (and parks it) after this.
         AutogradFailures.Guard(ctx, () =>
         {
             if (grads.Count > 0 && grads[0] is { IsInvalid: false } grad)

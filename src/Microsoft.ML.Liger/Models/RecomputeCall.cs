@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// What one checkpointed call keeps for its backward beside the saved tensors: the block, which inputs
+/// What one recomputed call keeps for its backward beside the saved tensors: the block, which inputs
 /// require grad, the trainable parameters, the outputs' shapes (to catch a recompute that differs) and the
 /// CPU generator's state. It holds no tensor of the block's inputs: libtorch saves those.
 /// </summary>
@@ -37,10 +37,10 @@ internal sealed class RecomputeCall
     internal static Tensor[] Validated(Tensor[]? outputs, string who)
     {
         if (outputs is null || outputs.Length == 0)
-            throw new InvalidOperationException($"A checkpointed block must return at least one tensor; {who} returned {(outputs is null ? "null" : "none")}.");
+            throw new InvalidOperationException($"A recomputed block must return at least one tensor; {who} returned {(outputs is null ? "null" : "none")}.");
         for (int i = 0; i < outputs.Length; i++)
             if (outputs[i] is null || outputs[i].IsInvalid)
-                throw new InvalidOperationException($"A checkpointed block must return live tensors; {who} returned {(outputs[i] is null ? "null" : "a disposed tensor")} at output {i}.");
+                throw new InvalidOperationException($"A recomputed block must return live tensors; {who} returned {(outputs[i] is null ? "null" : "a disposed tensor")} at output {i}.");
         return outputs;
     }
 
@@ -53,19 +53,19 @@ internal sealed class RecomputeCall
         var expected = outputSignatures!;
         if (outputs.Length != expected.Length)
             throw new InvalidOperationException(
-                $"A checkpointed block must be deterministic: it returned {expected.Length} output(s) in the forward and {outputs.Length} when run again in the backward.");
+                $"A recomputed block must be deterministic: it returned {expected.Length} output(s) in the forward and {outputs.Length} when run again in the backward.");
         for (int i = 0; i < outputs.Length; i++)
         {
             var (shape, dtype, device) = expected[i];
             if (!outputs[i].shape.SequenceEqual(shape) || outputs[i].dtype != dtype || outputs[i].device.ToString() != device.ToString())
                 throw new InvalidOperationException(
-                    $"A checkpointed block must be deterministic: output {i} was {dtype} [{string.Join(", ", shape)}] on {device} in the forward " +
+                    $"A recomputed block must be deterministic: output {i} was {dtype} [{string.Join(", ", shape)}] on {device} in the forward " +
                     $"and {outputs[i].dtype} [{string.Join(", ", outputs[i].shape)}] on {outputs[i].device} when run again in the backward.");
         }
     }
 }
 
-/// <summary>The CPU generator's state at a checkpointed call, replayed for its recompute.</summary>
+/// <summary>The CPU generator's state at a recomputed call, replayed for its recompute.</summary>
 internal sealed class CpuRngState
 {
     private readonly byte[] state;

@@ -4,14 +4,14 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// Reads and writes Hugging Face checkpoints (model.safetensors, or model-0000i-of-0000N.safetensors shards
+/// Reads and writes Hugging Face weights (model.safetensors, or model-0000i-of-0000N.safetensors shards
 /// with model.safetensors.index.json) for any module whose state-dict names are Hugging Face's
-/// (<c>model.layers.0.self_attn.q_proj.weight</c>), so a checkpoint loads by name with no mapping table.
+/// (<c>model.layers.0.self_attn.q_proj.weight</c>), so a weights folder loads by name with no mapping table.
 /// </summary>
 public static class SafetensorsWeights
 {
     /// <summary>
-    /// Copies the checkpoint in <paramref name="folder"/> into <paramref name="model"/>'s parameters and
+    /// Copies the weights in <paramref name="folder"/> into <paramref name="model"/>'s parameters and
     /// persistent buffers, by name, in place: the module keeps its device, and its dtype unless
     /// <see cref="WeightLoadOptions.DType"/> asks for another. Every header is validated and every name
     /// and shape checked before anything is copied, so a failed load leaves the module as it was.
@@ -19,7 +19,7 @@ public static class SafetensorsWeights
     /// </summary>
     /// <returns>Which entries were loaded, missing, unexpected or ignored.</returns>
     /// <exception cref="DirectoryNotFoundException">The folder does not exist.</exception>
-    /// <exception cref="FileNotFoundException">The folder has no checkpoint, or the index names a shard that does not exist (both named).</exception>
+    /// <exception cref="FileNotFoundException">The folder has no weights, or the index names a shard that does not exist (both named).</exception>
     /// <exception cref="WeightFormatException">A file is truncated or its header or index is invalid (the file and tensor are named).</exception>
     /// <exception cref="WeightMismatchException">Missing, unexpected (strict) or mis-shaped tensors, or a stored dtype that cannot be loaded.</exception>
     public static WeightLoadResult Load(nn.Module model, string folder, WeightLoadOptions? options = null)
@@ -35,7 +35,7 @@ public static class SafetensorsWeights
     /// if needed) as model.safetensors, or as shards and an index when they exceed
     /// <see cref="WeightSaveOptions.MaxShardBytes"/>. Each file's metadata holds {"format": "pt"}. The save is
     /// atomic: the files are staged and moved into place only when complete, so an interrupted save leaves the
-    /// previous checkpoint loadable; old weight files are then removed and other files (config.json, tokenizer)
+    /// previous weights loadable; old weight files are then removed and other files (config.json, tokenizer)
     /// are left alone. Tensors are written contiguous, in their own dtype or <see cref="WeightSaveOptions.DType"/>.
     /// </summary>
     public static void Save(nn.Module model, string folder, WeightSaveOptions? options = null)
@@ -47,9 +47,9 @@ public static class SafetensorsWeights
     }
 
     /// <summary>
-    /// The tensors of the checkpoint in <paramref name="folder"/> as their headers describe them (name, stored
-    /// dtype, shape, file), without reading tensor data: for instance to tell whether a checkpoint stores
-    /// lm_head.weight or relies on tied embeddings. Throws as <see cref="Load"/> does for a missing or corrupt checkpoint.
+    /// The tensors of the weights in <paramref name="folder"/> as their headers describe them (name, stored
+    /// dtype, shape, file), without reading tensor data: for instance to tell whether a weights folder stores
+    /// lm_head.weight or relies on tied embeddings. Throws as <see cref="Load"/> does for a missing or corrupt weights folder.
     /// </summary>
     public static IReadOnlyDictionary<string, WeightTensorInfo> ReadIndex(string folder)
     {
@@ -90,6 +90,6 @@ public static class SafetensorsWeights
     private static void RequireLittleEndian()
     {
         if (!BitConverter.IsLittleEndian)
-            throw new PlatformNotSupportedException("Safetensors checkpoints are read and written on little-endian machines only.");
+            throw new PlatformNotSupportedException("Safetensors weights are read and written on little-endian machines only.");
     }
 }

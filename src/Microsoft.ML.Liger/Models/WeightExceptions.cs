@@ -1,9 +1,9 @@
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// A checkpoint file that is not a valid safetensors file or index (truncated, bad header, offsets outside
+/// A weights file that is not a valid safetensors file or index (truncated, bad header, offsets outside
 /// the data), or an index that names files outside its folder. An <see cref="IOException"/>, as the missing-file
-/// errors are, so one catch covers every unusable checkpoint file.
+/// errors are, so one catch covers every unusable weights file.
 /// </summary>
 public sealed class WeightFormatException : IOException
 {
@@ -23,7 +23,7 @@ public sealed class WeightFormatException : IOException
 }
 
 /// <summary>
-/// A checkpoint whose tensors do not fit the module: tensors the module needs that the checkpoint lacks,
+/// A weights folder whose tensors do not fit the module: tensors the module needs that the weights folder lacks,
 /// tensors the module does not have (strict loading), tensors of the wrong shape or kind, or stored in a dtype
 /// this loader cannot read (F8 types, unsigned types above 8 bits). Every problem
 /// found is listed, so one failed load shows all of them. Nothing was copied into the module.
@@ -42,11 +42,11 @@ public sealed class WeightMismatchException : InvalidOperationException
     }
 
     /// <summary>
-    /// For a config.json whose sizes disagree with the checkpoint's headers, found before any model was built
-    /// (each problem names the field, config.json's value and the checkpoint's).
+    /// For a config.json whose sizes disagree with the weights' headers, found before any model was built
+    /// (each problem names the field, config.json's value and the weights').
     /// </summary>
     internal WeightMismatchException(string folder, string configPath, IReadOnlyList<string> configProblems)
-        : base(Describe($"'{configPath}' does not fit the checkpoint in '{folder}' (checked before building the model):", configProblems))
+        : base(Describe($"'{configPath}' does not fit the weights in '{folder}' (checked before building the model):", configProblems))
     {
         Folder = folder;
         MissingNames = [];
@@ -54,13 +54,13 @@ public sealed class WeightMismatchException : InvalidOperationException
         Mismatches = configProblems;
     }
 
-    /// <summary>The checkpoint folder.</summary>
+    /// <summary>The model folder.</summary>
     public string Folder { get; }
 
-    /// <summary>State-dict entries of the module that the checkpoint does not have.</summary>
+    /// <summary>State-dict entries of the module that the weights folder does not have.</summary>
     public IReadOnlyList<string> MissingNames { get; }
 
-    /// <summary>Checkpoint tensors the module does not have (reported in strict loading only).</summary>
+    /// <summary>Stored tensors the module does not have (reported in strict loading only).</summary>
     public IReadOnlyList<string> UnexpectedNames { get; }
 
     /// <summary>One line per tensor whose shape or kind differs: name, what the module expects, what was found.</summary>
@@ -71,9 +71,9 @@ public sealed class WeightMismatchException : InvalidOperationException
     private static string Describe(
         string folder, IReadOnlyList<string> missing, IReadOnlyList<string> unexpected, IReadOnlyList<string> mismatches)
     {
-        var lines = new List<string> { $"The checkpoint in '{folder}' does not fit the module:" };
-        AddKind(lines, missing, "tensor(s) the module needs are missing from the checkpoint");
-        AddKind(lines, unexpected, "tensor(s) in the checkpoint are not in the module (strict load; list them in IgnoredNames or set Strict = false)");
+        var lines = new List<string> { $"The weights in '{folder}' does not fit the module:" };
+        AddKind(lines, missing, "tensor(s) the module needs are missing from the weights");
+        AddKind(lines, unexpected, "tensor(s) in the weights are not in the module (strict load; list them in IgnoredNames or set Strict = false)");
         AddKind(lines, mismatches, "tensor(s) differ");
         return string.Join(Environment.NewLine, lines);
     }

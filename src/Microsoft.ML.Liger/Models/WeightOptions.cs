@@ -2,7 +2,7 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Liger.Models;
 
-/// <summary>How <see cref="SafetensorsWeights.Load"/> maps a checkpoint onto a module.</summary>
+/// <summary>How <see cref="SafetensorsWeights.Load"/> maps a weights folder onto a module.</summary>
 public sealed record WeightLoadOptions
 {
     /// <summary>
@@ -13,15 +13,15 @@ public sealed record WeightLoadOptions
     public ScalarType? DType { get; init; }
 
     /// <summary>
-    /// Checkpoint tensors that are not loaded, even when the module has an entry of that name: patterns where
+    /// Stored tensors that are not loaded, even when the module has an entry of that name: patterns where
     /// '*' matches any run of characters (dots included). Defaults to "*.rotary_emb.inv_freq", the rotary
-    /// buffers older checkpoints carry but models recompute. Add "lm_head.weight" when the module ties it to
-    /// the embeddings and the checkpoint stores it anyway.
+    /// buffers older weight files carry but models recompute. Add "lm_head.weight" when the module ties it to
+    /// the embeddings and the weights folder stores it anyway.
     /// </summary>
     public IReadOnlyList<string> IgnoredNames { get; init; } = ["*.rotary_emb.inv_freq"];
 
     /// <summary>
-    /// True (default): every module tensor must be in the checkpoint, and every checkpoint tensor not ignored
+    /// True (default): every module tensor must be in the weights, and every stored tensor not ignored
     /// must be in the module. False: missing tensors keep their initial values and unexpected ones are skipped;
     /// <see cref="WeightLoadResult"/> lists both. Shape mismatches are errors either way.
     /// </summary>
@@ -35,7 +35,7 @@ public sealed record WeightSaveOptions
     public const long DefaultMaxShardBytes = 5_000_000_000;
 
     /// <summary>
-    /// Largest shard in bytes of tensor data: above it the checkpoint is split into
+    /// Largest shard in bytes of tensor data: above it the weights folder is split into
     /// model-00001-of-0000N.safetensors files and a model.safetensors.index.json. A tensor larger than this
     /// gets a shard of its own. Must be positive.
     /// </summary>
@@ -56,14 +56,14 @@ public sealed record WeightSaveOptions
 }
 
 /// <summary>What a load did, by state-dict name.</summary>
-/// <param name="Loaded">Module entries filled from the checkpoint (directly or as the same tensor as a loaded one).</param>
-/// <param name="Missing">Module entries the checkpoint lacks, left as they were (only non-strict loads get here).</param>
-/// <param name="Unexpected">Checkpoint tensors the module does not have, skipped (only non-strict loads get here).</param>
-/// <param name="Ignored">Checkpoint tensors skipped because they match <see cref="WeightLoadOptions.IgnoredNames"/>.</param>
+/// <param name="Loaded">Module entries filled from the weights (directly or as the same tensor as a loaded one).</param>
+/// <param name="Missing">Module entries the weights folder lacks, left as they were (only non-strict loads get here).</param>
+/// <param name="Unexpected">Stored tensors the module does not have, skipped (only non-strict loads get here).</param>
+/// <param name="Ignored">Stored tensors skipped because they match <see cref="WeightLoadOptions.IgnoredNames"/>.</param>
 public sealed record WeightLoadResult(
     IReadOnlyList<string> Loaded, IReadOnlyList<string> Missing, IReadOnlyList<string> Unexpected, IReadOnlyList<string> Ignored);
 
-/// <summary>One tensor of a checkpoint as its header describes it.</summary>
+/// <summary>One tensor of a weights folder as its header describes it.</summary>
 /// <param name="Name">The state-dict name.</param>
 /// <param name="StoredDType">The safetensors dtype string ("BF16", "F32", ...).</param>
 /// <param name="DType">The torch type of <paramref name="StoredDType"/>; null when it has none here (F8 types, unsigned above 8 bits).</param>

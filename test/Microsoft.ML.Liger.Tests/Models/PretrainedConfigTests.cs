@@ -40,7 +40,7 @@ public sealed class PretrainedConfigTests
         StringAssert.Contains(error.Message, ConfigPath);
         StringAssert.Contains(error.Message, field);
         StringAssert.Contains(error.Message, lie.ToString(System.Globalization.CultureInfo.InvariantCulture));
-        StringAssert.Contains(error.Message, $"the checkpoint has {checkpointValue}");
+        StringAssert.Contains(error.Message, $"the weights have {checkpointValue}");
         // Before the fix the 100000-layer lie took 15.7 GiB and 176 s; a header check takes neither.
         Assert.IsLessThan(256L << 20, process.PeakWorkingSet64 - peakBefore, "peak working set grew: the lie was allocated");
         Assert.IsLessThan(20.0, clock.Elapsed.TotalSeconds);

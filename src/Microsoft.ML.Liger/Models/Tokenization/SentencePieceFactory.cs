@@ -12,7 +12,7 @@ internal static class SentencePieceFactory
     /// <summary>
     /// The tokenizer, and the same tokenizer without the "▁" it puts before a text: transformers leaves the
     /// prefix off a piece that already starts with a space, and off the pieces after an added token when the
-    /// checkpoint is not in legacy mode.
+    /// model folder is not in legacy mode.
     /// </summary>
     public static (SentencePieceTokenizer Prefixed, SentencePieceTokenizer Unprefixed) Create(string path, IReadOnlyDictionary<string, int> addedTokens)
     {
@@ -26,7 +26,7 @@ internal static class SentencePieceFactory
         try
         {
             using var stream = new MemoryStream(model);
-            // BOS/EOS are added by CausalLMTokenizer, which reads when to from the checkpoint's configs.
+            // BOS/EOS are added by CausalLMTokenizer, which reads when to from the weights's configs.
             return SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false,
                 addedTokens.Count > 0 ? addedTokens : null);
         }

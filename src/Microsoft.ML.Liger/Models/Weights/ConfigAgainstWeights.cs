@@ -4,31 +4,31 @@ using System.Text.RegularExpressions;
 namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
-/// Checks config.json's sizes against the checkpoint's headers before a model is built. The model is allocated
-/// from config.json, so a config that lies (num_hidden_layers 100000 beside a 2-layer checkpoint) would otherwise
+/// Checks config.json's sizes against the weights' headers before a model is built. The model is allocated
+/// from config.json, so a config that lies (num_hidden_layers 100000 beside a 2-layer model's weights) would otherwise
 /// allocate its lie in full (15.7 GiB, three minutes) before the loader compared names and shapes. Every field
 /// that sizes a tensor is read off a tensor that must carry it: embed_tokens gives vocab_size and hidden_size, the
 /// layer names give num_hidden_layers, layer 0's projections give the head counts and the MLP width. What passes
-/// here is bounded by the checkpoint's own size; the loader then checks every name, shape and dtype.
+/// here is bounded by the weights' own size; the loader then checks every name, shape and dtype.
 /// </summary>
 internal static partial class ConfigAgainstWeights
 {
     private const string Embed = "model.embed_tokens.weight";
 
-    /// <exception cref="WeightMismatchException">A field disagrees with the checkpoint (field, config value and checkpoint value named).</exception>
+    /// <exception cref="WeightMismatchException">A field disagrees with the weights folder (field, config value and weights folder value named).</exception>
     public static void Check(CausalLMConfig config, string configPath, string folder, IReadOnlyDictionary<string, StoredTensor> stored)
     {
         var problems = new List<string>();
-        void Field(string field, long configValue, long checkpointValue, string where)
+        void Field(string field, long configValue, long storedValue, string where)
         {
-            if (configValue != checkpointValue)
-                problems.Add($"config.json field '{field}' is {configValue}, but the checkpoint has {checkpointValue} ({where})");
+            if (configValue != storedValue)
+                problems.Add($"config.json field '{field}' is {configValue}, but the weights have {storedValue} ({where})");
         }
         string Describe(string name) =>
             $"{name} is [{string.Join(", ", stored[name].Entry.Shape)}] in '{stored[name].File.Path}'";
 
         if (!stored.TryGetValue(Embed, out var embed) || embed.Entry.Shape.Length != 2)
-            problems.Add($"the checkpoint has no 2-D {Embed}, from which config.json's vocab_size and hidden_size are checked");
+            problems.Add($"the weights have no 2-D {Embed}, from which config.json's vocab_size and hidden_size are checked");
         else
         {
             Field("vocab_size", config.VocabSize, embed.Entry.Shape[0], Describe(Embed));
@@ -41,7 +41,7 @@ internal static partial class ConfigAgainstWeights
         Field("num_hidden_layers", config.NumHiddenLayers, layerCount,
             layers.Count == 0 ? "no tensor is named model.layers.N.*" : $"model.layers.0 to model.layers.{layers[^1]}");
         if (layers.Count != layerCount)
-            problems.Add($"the checkpoint's layers are not numbered 0 to {layerCount - 1}: {layerCount - layers.Count} of them are missing");
+            problems.Add($"the weights' layers are not numbered 0 to {layerCount - 1}: {layerCount - layers.Count} of them are missing");
 
         long heads = config.NumAttentionHeads, kvHeads = config.NumKeyValueHeads, headDim = config.HeadDim;
         const string Attention = "model.layers.0.self_attn.";
@@ -65,11 +65,11 @@ internal static partial class ConfigAgainstWeights
         if (problems.Count > 0)
             throw new WeightMismatchException(folder, configPath, problems);
 
-        // A projection's rows are a product of fields: name them all, the checkpoint's value, and the tensor.
+        // A projection's rows are a product of fields: name them all, the weights' value, and the tensor.
         void Rows(string name, long expected, string fields)
         {
             if (stored.TryGetValue(name, out var tensor) && tensor.Entry.Shape.Length == 2 && tensor.Entry.Shape[0] != expected)
-                problems.Add($"config.json fields {fields} give {expected} rows, but the checkpoint has {tensor.Entry.Shape[0]} ({Describe(name)})");
+                problems.Add($"config.json fields {fields} give {expected} rows, but the weights have {tensor.Entry.Shape[0]} ({Describe(name)})");
         }
     }
 

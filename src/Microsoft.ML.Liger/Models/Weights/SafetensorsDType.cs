@@ -8,7 +8,7 @@ internal static class SafetensorsDType
     // The byte-sized dtypes the format defines, in the order of the reference implementation's Dtype enum
     // (its writer lays tensors out by that order, descending, then by name), with their element sizes. A
     // header naming one we cannot load is still validated, and can be ignored, instead of rejected as
-    // corrupt. Sub-byte types (F4, F6_*) are left out: no checkpoint we load uses them.
+    // corrupt. Sub-byte types (F4, F6_*) are left out: no weights we load uses them.
     private static readonly (string Name, int Size)[] Defined =
     [
         ("BOOL", 1), ("U8", 1), ("I8", 1), ("F8_E5M2", 1), ("F8_E4M3", 1), ("F8_E8M0", 1), ("F8_E4M3FNUZ", 1),

@@ -4,7 +4,7 @@ namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
 /// model.safetensors.index.json as Hugging Face writes it: {"metadata": {"total_parameters": elements,
-/// "total_size": bytes}, "weight_map": {tensor name: shard file name}}. Shard names are relative to the checkpoint folder.
+/// "total_size": bytes}, "weight_map": {tensor name: shard file name}}. Shard names are relative to the model folder.
 /// </summary>
 internal sealed class ShardIndex
 {
@@ -32,7 +32,7 @@ internal sealed class ShardIndex
     public static ShardIndex Read(string indexPath)
     {
         if (!File.Exists(indexPath))
-            throw new FileNotFoundException($"Checkpoint index '{indexPath}' does not exist.", indexPath);
+            throw new FileNotFoundException($"Weight index '{indexPath}' does not exist.", indexPath);
         JsonDocument document;
         try
         {
@@ -57,7 +57,7 @@ internal sealed class ShardIndex
                     throw Corrupt(indexPath, entry.Name, $"its weight_map value for '{entry.Name}' is not a file name");
                 string shard = entry.Value.GetString()!;
                 if (!IsInsideFolder(shard))
-                    throw Corrupt(indexPath, entry.Name, $"its weight_map maps '{entry.Name}' to '{shard}', which is not a file inside the checkpoint folder");
+                    throw Corrupt(indexPath, entry.Name, $"its weight_map maps '{entry.Name}' to '{shard}', which is not a file inside the model folder");
                 if (!weightMap.TryAdd(entry.Name, shard))
                     throw Corrupt(indexPath, entry.Name, $"its weight_map lists '{entry.Name}' twice");
             }
@@ -112,5 +112,5 @@ internal sealed class ShardIndex
         && !relativePath.Split('/', '\\').Any(part => part is "" or "." or "..");
 
     private static WeightFormatException Corrupt(string path, string? tensorName, string reason) =>
-        new(path, tensorName, $"'{path}' is not a valid checkpoint index: {reason}.");
+        new(path, tensorName, $"'{path}' is not a valid weight index: {reason}.");
 }

@@ -3,20 +3,20 @@ namespace Microsoft.ML.Liger.Models.Weights;
 /// <summary>A stored tensor: the file whose header lists it, and its entry there.</summary>
 internal sealed record StoredTensor(SafetensorsHeader File, SafetensorsEntry Entry);
 
-/// <summary>Finds a checkpoint's files in a folder the way transformers does, and reads their headers.</summary>
+/// <summary>Finds a weights folder's files in a folder the way transformers does, and reads their headers.</summary>
 internal static class WeightFiles
 {
     public const string SingleFileName = "model.safetensors";
 
     /// <summary>
-    /// Every tensor of the checkpoint in <paramref name="folder"/>, by name, from validated headers (no tensor
+    /// Every tensor of the weights in <paramref name="folder"/>, by name, from validated headers (no tensor
     /// data is read). model.safetensors takes precedence over model.safetensors.index.json, as in transformers;
     /// the atomic save relies on that order.
     /// </summary>
     public static Dictionary<string, StoredTensor> ReadTensors(string folder)
     {
         if (!Directory.Exists(folder))
-            throw new DirectoryNotFoundException($"Checkpoint folder '{folder}' does not exist.");
+            throw new DirectoryNotFoundException($"Model folder '{folder}' does not exist.");
 
         string single = ModelFolder.PathOf(folder, SingleFileName);
         if (File.Exists(single))
@@ -25,7 +25,7 @@ internal static class WeightFiles
         string indexPath = ModelFolder.PathOf(folder, ShardIndex.FileName);
         if (!File.Exists(indexPath))
             throw new FileNotFoundException(
-                $"Checkpoint folder '{folder}' has neither {SingleFileName} nor {ShardIndex.FileName}.", single);
+                $"Model folder '{folder}' has neither {SingleFileName} nor {ShardIndex.FileName}.", single);
 
         var index = ShardIndex.Read(indexPath);
         var headers = new Dictionary<string, SafetensorsHeader>(StringComparer.Ordinal);
@@ -36,7 +36,7 @@ internal static class WeightFiles
             {
                 string firstTensor = index.WeightMap.First(entry => entry.Value == shard).Key;
                 throw new FileNotFoundException(
-                    $"Checkpoint index '{indexPath}' maps tensor '{firstTensor}' to shard '{shard}', but '{shardPath}' does not exist.",
+                    $"Weight index '{indexPath}' maps tensor '{firstTensor}' to shard '{shard}', but '{shardPath}' does not exist.",
                     shardPath);
             }
             headers[shard] = SafetensorsHeader.Read(shardPath);
@@ -47,7 +47,7 @@ internal static class WeightFiles
         {
             if (!tensors.TryGetValue(name, out var stored) || stored.File != headers[shard])
                 throw new WeightFormatException(indexPath, name,
-                    $"Checkpoint index '{indexPath}' maps tensor '{name}' to shard '{shard}', whose header has no tensor '{name}'.");
+                    $"Weight index '{indexPath}' maps tensor '{name}' to shard '{shard}', whose header has no tensor '{name}'.");
         }
         return tensors;
     }

@@ -4,8 +4,8 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
-/// Copies a checkpoint into a module's state-dict tensors: first every header is read and every name, shape
-/// and dtype checked (so a bad checkpoint leaves the module untouched), then tensors are read one at a time,
+/// Copies a weights folder into a module's state-dict tensors: first every header is read and every name, shape
+/// and dtype checked (so a bad weights folder leaves the module untouched), then tensors are read one at a time,
 /// file by file, so host memory beyond the module stays near one tensor.
 /// </summary>
 internal static class WeightLoader
@@ -55,7 +55,7 @@ internal static class WeightLoader
     {
         var entry = stored.Entry;
         if (!entry.Shape.SequenceEqual(target.shape))
-            return $"'{name}': the module expects shape [{string.Join(", ", target.shape)}], the checkpoint has [{string.Join(", ", entry.Shape)}]";
+            return $"'{name}': the module expects shape [{string.Join(", ", target.shape)}], the weights have [{string.Join(", ", entry.Shape)}]";
         if (SafetensorsDType.ToScalarType(entry.DType) is not { } storedType)
             return $"'{name}': stored as {entry.DType}, which cannot be loaded (supported: {SafetensorsDType.Supported})";
         var targetType = requested is { } r && SafetensorsDType.IsFloatingPoint(target.dtype) ? r : target.dtype;

@@ -4,9 +4,9 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models.Weights;
 
 /// <summary>
-/// Writes a module's state dict as a Hugging Face checkpoint, atomically: the new files are written into a
-/// hidden folder inside the checkpoint folder and moved into place only once complete, in an order where
-/// every instant leaves either the old or the new checkpoint loadable (model.safetensors shadows the index,
+/// Writes a module's state dict as a Hugging Face weights folder, atomically: the new files are written into a
+/// hidden folder inside the model folder and moved into place only once complete, in an order where
+/// every instant leaves either the old or the new weights loadable (model.safetensors shadows the index,
 /// and the index is replaced by a rename).
 /// </summary>
 internal static class WeightSaver
@@ -178,7 +178,7 @@ internal static class WeightSaver
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
-            // Left for the next save to remove; it never shadows a checkpoint.
+            // Left for the next save to remove; it never shadows a weights folder.
         }
     }
 }
