@@ -173,7 +173,7 @@ public sealed class SearchSpaceTests
     [TestMethod]
     public void FineTuneSearchSpace_DeclaresTheSixFineTuningOptions_AndItsDefaultsAreTheOptionsDefaults()
     {
-        var space = new SearchSpace<FineTuneSearchSpace>();
+        var space = new SearchSpace<FineTuneCausalLMSearchSpace>();
         CollectionAssert.AreEqual(
             new[] { "MaxContextLength", "BatchSize", "GradientAccumulationSteps", "LearningRate", "GradientCheckpointing", "Liger" },
             space.Dimensions.Select(d => d.Name).ToArray());

@@ -5,10 +5,10 @@ namespace Microsoft.ML.Liger.Sweeps;
 /// <summary>
 /// The default parameters of a fine-tuning sweep: the options that decide whether a run fits in memory, how fast it
 /// goes and how well it learns. Narrow it with <see cref="SearchSpace{T}.WithChoice"/>, for example
-/// <c>new SearchSpace&lt;FineTuneSearchSpace&gt;().WithChoice(nameof(FineTuneSearchSpace.MaxContextLength), 512, 1024, 2048)</c>;
+/// <c>new SearchSpace&lt;FineTuneCausalLMSearchSpace&gt;().WithChoice(nameof(FineTuneCausalLMSearchSpace.MaxContextLength), 512, 1024, 2048)</c>;
 /// fix a parameter with a single choice. The defaults of the properties are <see cref="FineTuning.FineTuneCausalLMOptions"/>'s.
 /// </summary>
-public sealed class FineTuneSearchSpace
+public sealed class FineTuneCausalLMSearchSpace
 {
     /// <summary><see cref="Training.CausalLMTrainingOptions.MaxContextLength"/>: 256 to 4096 tokens. Default 512.</summary>
     [Choice(256, 512, 1024, 2048, 4096)]
@@ -38,7 +38,7 @@ public sealed class FineTuneSearchSpace
     public bool Liger { get; set; } = true;
 
     /// <summary>Writes this point into a trial's copy of the options.</summary>
-    internal static void Apply(FineTuneSearchSpace point, Training.CausalLMTrainingOptions options, LigerKernelOptions baseKernels)
+    internal static void Apply(FineTuneCausalLMSearchSpace point, Training.CausalLMTrainingOptions options, LigerKernelOptions baseKernels)
     {
         options.MaxContextLength = point.MaxContextLength;
         options.BatchSize = point.BatchSize;
