@@ -29,6 +29,7 @@ public sealed class HouseRulesTests
         ["PreferenceAlignment"] = ["FineTuning", "Sweeps"],
     };
 
+    // Liger.Benchmarks is left out: its Gpu/Cases/ files are parts of one partial class, GpuBenchmark, which C# keeps in one namespace.
     [TestMethod]
     [DataRow("src/Liger.Kernels", "Liger.Kernels")]
     [DataRow(Liger, "Microsoft.ML.Liger")]
