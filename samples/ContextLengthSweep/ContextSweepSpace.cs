@@ -4,7 +4,7 @@ namespace ContextLengthSweep;
 
 /// <summary>
 /// The sample's search space: 3 context lengths x 2 batch sizes x Liger on/off = 12 points. The defaults are the
-/// point a tuner starts from. The sweep's own <see cref="FineTuneSearchSpace"/> also has gradient accumulation,
+/// point a tuner starts from. The sweep's own <see cref="FineTuneCausalLMSearchSpace"/> also has gradient accumulation,
 /// learning rate and gradient checkpointing; a class of one's own keeps a sweep to what one wants to vary.
 /// </summary>
 public sealed class ContextSweepSpace

@@ -10,6 +10,7 @@ using ContextLengthSweep;
 using FineTuneCausalLM;
 using Microsoft.ML;
 using Microsoft.ML.Liger;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Sweeps;
 using Microsoft.ML.Liger.Training;

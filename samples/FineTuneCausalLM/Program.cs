@@ -7,6 +7,7 @@ using System.Diagnostics;
 using FineTuneCausalLM;
 using Microsoft.ML;
 using Microsoft.ML.Liger;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 using static TorchSharp.torch;

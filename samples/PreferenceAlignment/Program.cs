@@ -9,6 +9,7 @@ using FineTuneCausalLM;
 using Microsoft.ML;
 using Microsoft.ML.Liger;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Training;
 using PreferenceAlignment;
 

@@ -1,5 +1,7 @@
 using Liger.Kernels.Runtime;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Sweeps;
 using TorchSharp;
 
@@ -40,10 +42,10 @@ public sealed class LigerCatalog
     /// Fine-tunes a causal LM (a Hugging Face checkpoint, or a named architecture from random init) on text or on
     /// prompt/response columns, with Liger's kernels: <c>mlContext.Liger().FineTuneCausalLM(options).Fit(data)</c>.
     /// </summary>
-    public LlmFineTuneEstimator FineTuneCausalLM(FineTuneCausalLMOptions options)
+    public FineTuneCausalLMEstimator FineTuneCausalLM(FineTuneCausalLMOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        return new LlmFineTuneEstimator(this, options);
+        return new FineTuneCausalLMEstimator(this, options);
     }
 
     /// <summary>

@@ -1,7 +1,9 @@
 using Microsoft.ML;
 using Microsoft.ML.Liger;
 using Microsoft.ML.Liger.Distributed;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Training;
 
 namespace Liger.Distributed.Worker;

@@ -1,7 +1,7 @@
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.FineTuning;
 
 /// <summary>
 /// Options of <see cref="LigerCatalog.FineTuneCausalLM"/>: which model and tokenizer, which columns, and the
@@ -12,7 +12,7 @@ namespace Microsoft.ML.Liger;
 /// or prompt and response columns (supervised fine-tuning: the loss is on the response's tokens only). With
 /// <see cref="DataFormat.Auto"/> the input's schema decides: prompt and response when both columns exist.
 /// </remarks>
-public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions
+public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions, IScoringOptions
 {
     /// <summary>A Hugging Face checkpoint folder to start from (config.json + safetensors); null: <see cref="Architecture"/> from random init.</summary>
     public string? BaseModelPath { get; set; }
@@ -89,17 +89,4 @@ public sealed class FineTuneCausalLMOptions : CausalLMTrainingOptions
             throw new ArgumentOutOfRangeException(nameof(Generation), Generation.MaxNewTokens, "Generation.MaxNewTokens must be ≥ 1.");
         Generation.Validate($"{nameof(Generation)}.");
     }
-}
-
-/// <summary>What the training rows hold.</summary>
-public enum DataFormat
-{
-    /// <summary>Prompt and response when the input has both columns, text otherwise.</summary>
-    Auto,
-
-    /// <summary>One text column: language modelling, loss on every token.</summary>
-    Text,
-
-    /// <summary>Prompt and response columns: supervised fine-tuning, loss on the response only.</summary>
-    PromptResponse,
 }

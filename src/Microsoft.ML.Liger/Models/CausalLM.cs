@@ -1,5 +1,6 @@
 using Liger.Kernels.Ops;
 using Liger.Kernels.Runtime;
+using Microsoft.ML.Liger.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -45,16 +46,19 @@ public sealed partial class CausalLM : nn.Module
     public CausalLMConfig Config { get; }
     /// <summary>The family.</summary>
     public ModelFamily Family { get; }
-    /// <summary>Build options (kernels, dtype, device, attention, checkpointing).</summary>
+    /// <summary>Build options (kernels, dtype, device, attention).</summary>
     public CausalLMOptions Options { get; }
-    /// <summary>Gradient checkpointing per decoder layer while training (off by default).</summary>
+    /// <summary>
+    /// Gradient checkpointing (transformers' name) per decoder layer while training: each layer's activations are recomputed
+    /// in the backward instead of kept (<see cref="Recompute"/>). Off by default.
+    /// </summary>
     public bool GradientCheckpointing { get; set; }
 
     /// <summary>The lm_head weight (V, H): lm_head's own, or the embeddings' when tied.</summary>
     public Parameter LmHeadWeight => lmHead?.weight ?? decoder.EmbedTokens.weight!;
 
     /// <summary>The decoder layers.</summary>
-    public IReadOnlyList<DecoderLayer> Layers => decoder.Layers;
+    internal IReadOnlyList<DecoderLayer> Layers => decoder.Layers;
 
     /// <summary>Which Liger kernels this model actually runs, in words (an op the family cannot use stays eager).</summary>
     public string AppliedKernels
@@ -107,7 +111,7 @@ public sealed partial class CausalLM : nn.Module
     /// cross-entropy on the logits, or torch's, as the kernel options say; Mixtral's load-balancing loss added
     /// when asked.
     /// </summary>
-    public CausalLMOutput Forward(CausalLMInput input)
+    public CausalLMOutput forward(CausalLMInput input)
     {
         Validate(input, labels: true);
         using var scope = NewDisposeScope();
@@ -121,7 +125,7 @@ public sealed partial class CausalLM : nn.Module
     /// <summary>
     /// The final normed hidden states (B, T, H), the input of lm_head, without logits or a loss: what a loss that
     /// applies lm_head itself chunk by chunk (the preference losses) starts from. Runs the same decoder as
-    /// <see cref="Forward"/>, gradient checkpointing included. <see cref="CausalLMInput.Labels"/> and the logits
+    /// <see cref="forward"/>, activation recomputation (GradientCheckpointing) included. <see cref="CausalLMInput.Labels"/> and the logits
     /// options are not read. Granite's logits scaling and Gemma's final soft cap are lm_head's side, not applied
     /// here: see <see cref="LogitsScaling"/> and <see cref="FinalLogitSoftcap"/>.
     /// </summary>
@@ -202,14 +206,14 @@ public sealed partial class CausalLM : nn.Module
     private (Tensor Hidden, Tensor? Router) RunLayer(DecoderLayer layer, Tensor hidden, AttentionInputs inputs)
     {
         if (!GradientCheckpointing || !training || !is_grad_enabled() || inputs.Cache is not null)
-            return layer.Forward(hidden, inputs);
+            return layer.forward(hidden, inputs);
         // Everything the layer reads goes in as an input, so the recompute in the backward sees the same tensors.
         var mask = inputs.Mask;
         Tensor[] layerInputs = mask.Allowed is null ? [hidden, inputs.Cos, inputs.Sin] : [hidden, inputs.Cos, inputs.Sin, mask.Allowed];
-        var outputs = GradientCheckpoint.Apply(layer, xs =>
+        var outputs = Recompute.Apply(layer, xs =>
         {
             var recomputed = new AttentionInputs(xs[1], xs[2], new AttentionMask(xs.Length > 3 ? xs[3] : null, mask.IsCausal), null, layer.Index);
-            var (h, router) = layer.Forward(xs[0], recomputed);
+            var (h, router) = layer.forward(xs[0], recomputed);
             return router is null ? [h] : [h, router];
         }, layerInputs);
         return (outputs[0], outputs.Length > 1 ? outputs[1] : null);

@@ -1,7 +1,7 @@
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
-/// Named model shapes for training from random initialisation (no checkpoint): Llama-architecture configs from
+/// Named model shapes for training from random initialisation (no weights): Llama-architecture configs from
 /// a tiny one that trains in minutes on a laptop's CPU up to Llama 3.2 1B's shape for GPU benchmarks.
 /// </summary>
 public static class CausalLMArchitectures

@@ -1,13 +1,14 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using Microsoft.ML.Liger.Models.Weights;
 
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>
 /// A Hugging Face <c>config.json</c> of a causal LM, read into the fields our families use. Both spellings
 /// transformers has written are understood: <c>rope_theta</c> / <c>rope_scaling</c> (transformers 4, and
-/// almost every checkpoint on the Hub) and <c>rope_parameters</c> (transformers 5, per layer type for Gemma 3).
+/// almost every weights folder on the Hub) and <c>rope_parameters</c> (transformers 5, per layer type for Gemma 3).
 /// The original JSON is kept, so saving writes back every field, including those we do not read.
 /// </summary>
 public sealed class CausalLMConfig
@@ -149,13 +150,13 @@ public sealed class CausalLMConfig
 
     private double PartialRotaryFactorFallback() => Double("partial_rotary_factor") ?? 1.0;
 
-    /// <summary>Reads <c>config.json</c> from a checkpoint folder (or a path to the file itself).</summary>
+    /// <summary>Reads <c>config.json</c> from a model folder (or a path to the file itself).</summary>
     public static CausalLMConfig Load(string path)
     {
         ArgumentException.ThrowIfNullOrEmpty(path);
         var file = Directory.Exists(path) ? ModelFolder.PathOf(path, "config.json") : path;
         if (!File.Exists(file))
-            throw new FileNotFoundException($"No config.json at '{file}': a Hugging Face checkpoint folder holds config.json next to its weights.", file);
+            throw new FileNotFoundException($"No config.json at '{file}': a Hugging Face model folder holds config.json next to its weights.", file);
         try
         {
             return Parse(File.ReadAllText(file));

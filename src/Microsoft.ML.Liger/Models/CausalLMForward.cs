@@ -2,7 +2,7 @@ using static TorchSharp.torch;
 
 namespace Microsoft.ML.Liger.Models;
 
-/// <summary>The inputs of <see cref="CausalLM.Forward"/>, as Hugging Face's ForCausalLM forward takes them.</summary>
+/// <summary>The inputs of <see cref="CausalLM.forward"/>, as Hugging Face's ForCausalLM forward takes them.</summary>
 public sealed record CausalLMInput
 {
     /// <summary>Token ids (B, T), int64.</summary>
@@ -42,7 +42,7 @@ public sealed record CausalLMInput
     public bool? OutputRouterLogits { get; init; }
 }
 
-/// <summary>The outputs of <see cref="CausalLM.Forward"/>. Dispose to free them at once.</summary>
+/// <summary>The outputs of <see cref="CausalLM.forward"/>. Dispose to free them at once.</summary>
 public sealed record CausalLMOutput(Tensor? Loss, Tensor? Logits, Tensor? AuxLoss) : IDisposable
 {
     /// <inheritdoc/>

@@ -8,7 +8,7 @@ public sealed record CausalLMOptions
     /// <summary>Which layers run on Liger's kernels (default: all, with the fused linear cross-entropy).</summary>
     public LigerKernelOptions Kernels { get; init; } = new();
 
-    /// <summary>Parameter dtype; null: float32 when built, the checkpoint's stored dtype when loaded.</summary>
+    /// <summary>Parameter dtype; null: float32 when built, the weights' stored dtype when loaded.</summary>
     public ScalarType? DType { get; init; }
 
     /// <summary>Where the parameters live; null: the CPU.</summary>

@@ -1,4 +1,5 @@
 using Liger.Kernels.Runtime;
+using Microsoft.ML.Liger.Models.Layers;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -6,7 +7,7 @@ using static TorchSharp.torch;
 namespace Microsoft.ML.Liger.Models;
 
 /// <summary>Hugging Face's XModel inside XForCausalLM: <c>embed_tokens</c>, <c>layers</c>, <c>norm</c>.</summary>
-public sealed class DecoderModel : nn.Module
+internal sealed class DecoderModel : nn.Module
 {
     private readonly Embedding embedTokens;
     private readonly ModuleList<DecoderLayer> layers;

@@ -104,7 +104,7 @@ public static class Generation
             var next = sequences;
             for (int step = 0; step < newTokens; step++)
             {
-                using var output = model.Forward(new CausalLMInput
+                using var output = model.forward(new CausalLMInput
                 {
                     InputIds = next, AttentionMask = mask, PositionIds = positions, Cache = cache, ReturnLogits = true, LogitsToKeep = 1,
                 });

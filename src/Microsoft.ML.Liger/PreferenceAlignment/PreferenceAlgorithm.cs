@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>The preference-alignment objective (each one of Liger's chunked fused-linear losses).</summary>
 public enum PreferenceAlgorithm

@@ -4,7 +4,7 @@ using Microsoft.ML.Liger.Training;
 using Microsoft.ML.Runtime;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// Aligns a causal LM to preferences with ORPO, DPO, CPO, SimPO or KTO on an IDataView of prompts with chosen and
@@ -218,20 +218,12 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
         return reference.Frozen();
     }
 
-    private CausalLMModelInfo Info(CausalLM model, CausalLMTokenizer tokenizer, PreferenceLossSettings settings) => new()
+    private CausalLMModelInfo Info(CausalLM model, CausalLMTokenizer tokenizer, PreferenceLossSettings settings) => CausalLMModelInfo.Describe(model, tokenizer, options) with
     {
         DataFormat = DataFormat.PromptResponse,
         PromptColumnName = options.PromptColumnName,
         ResponseColumnName = Paired ? options.ChosenColumnName : options.CompletionColumnName,
         CompletionColumnName = options.GeneratedColumnName,
-        LossColumnName = options.LossColumnName,
-        PerplexityColumnName = options.PerplexityColumnName,
-        UseChatTemplate = options.UseChatTemplate,
-        SystemPrompt = options.SystemPrompt,
-        ChatTemplate = options.UseChatTemplate ? tokenizer.ChatTemplate?.Options : null,
-        MaxContextLength = options.MaxContextLength,
-        Generation = options.Generation,
-        Kernels = model.Options.Kernels,
         Alignment = settings.Info(options),
     };
 
@@ -274,13 +266,6 @@ public sealed class PreferenceAlignmentEstimator : IEstimator<CausalLMTransforme
         return result;
     }
 
-    private static CausalLMModelInfo WithTraining(CausalLMModelInfo info, TrainingResult run, IReadOnlyDictionary<string, double>? metrics) => info with
-    {
-        TrainedSteps = run.Steps,
-        TokensSeen = run.TokensSeen,
-        StepLosses = run.StepLosses.ToList(),
-        EvalLosses = run.EvalLosses.Select(e => new EvalPoint(e.Step, e.Loss)).ToList(),
-        SkippedSteps = run.SkippedSteps.ToList(),
-        Alignment = info.Alignment! with { FinalMetrics = metrics },
-    };
+    private static CausalLMModelInfo WithTraining(CausalLMModelInfo info, TrainingResult run, IReadOnlyDictionary<string, double>? metrics) =>
+        info.WithTraining(run) with { Alignment = info.Alignment! with { FinalMetrics = metrics } };
 }

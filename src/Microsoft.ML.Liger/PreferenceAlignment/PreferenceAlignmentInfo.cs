@@ -1,6 +1,6 @@
 using Liger.Kernels.Losses;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// How a model was preference-aligned, as <see cref="CausalLMModelInfo.Alignment"/> records it in liger_model.json: the

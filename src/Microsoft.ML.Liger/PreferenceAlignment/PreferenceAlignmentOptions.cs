@@ -2,7 +2,7 @@ using Liger.Kernels.Losses;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// Options of <see cref="LigerCatalog.PreferenceAlignment"/> and <see cref="LigerCatalog.Orpo"/>: the algorithm and its
@@ -17,7 +17,7 @@ namespace Microsoft.ML.Liger;
 /// algorithm whether log-probs are averaged and whether the NLL term is on). Setting one that the algorithm does not
 /// use is an error that names it, so a setting never silently does nothing.</para>
 /// </remarks>
-public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions
+public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions, IScoringOptions
 {
     /// <summary>Sets the defaults that differ from the loop's: learning rate 1e-6 (TRL's DPO, ORPO and KTO configs).</summary>
     public PreferenceAlignmentOptions() => LearningRate = 1e-6;
@@ -121,7 +121,7 @@ public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions
     /// </summary>
     public int? MaxPromptLength { get; set; }
 
-    /// <summary>Wrap prompt and responses in the tokenizer's chat template (as <see cref="FineTuneCausalLMOptions.UseChatTemplate"/>). Default false.</summary>
+    /// <summary>Wrap prompt and responses in the tokenizer's chat template (as <see cref="FineTuning.FineTuneCausalLMOptions.UseChatTemplate"/>). Default false.</summary>
     public bool UseChatTemplate { get; set; }
 
     /// <summary>A system message before each prompt when <see cref="UseChatTemplate"/> is on; null: none.</summary>

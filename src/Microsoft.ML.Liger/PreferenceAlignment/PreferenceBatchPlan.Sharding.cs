@@ -1,6 +1,6 @@
 using Microsoft.ML.Liger.Distributed;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 internal sealed partial class PreferenceBatchPlan : IShardablePlan<PreferenceBatch>
 {

@@ -1,6 +1,6 @@
 using Microsoft.ML.Liger.Training;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// Sequences as flat row-major arrays of <see cref="Rows"/> × <see cref="Length"/>, right-padded, with the targets already

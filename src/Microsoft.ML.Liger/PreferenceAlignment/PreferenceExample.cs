@@ -1,6 +1,6 @@
 using Microsoft.ML.Liger.Training;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// One tokenized training row: a prompt and its responses, already cut to fit. Paired algorithms: <see cref="First"/>

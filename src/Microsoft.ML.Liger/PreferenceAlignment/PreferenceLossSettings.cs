@@ -1,7 +1,7 @@
 using System.Globalization;
 using Liger.Kernels.Losses;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// The algorithm's loss options, built from <see cref="PreferenceAlignmentOptions"/>: each null hyper-parameter takes the

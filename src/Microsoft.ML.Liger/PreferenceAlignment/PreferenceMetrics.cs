@@ -2,7 +2,7 @@ using Liger.Kernels.Losses;
 using Liger.Kernels.Runtime;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// TRL's preference metrics gathered on the device (sums of per-pair or per-sequence values, as float64 scalars) and

@@ -4,7 +4,7 @@ using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>
 /// Preference alignment as a training objective: per micro-batch, one forward of the policy over all its sequences

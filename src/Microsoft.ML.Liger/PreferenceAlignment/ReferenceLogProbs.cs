@@ -1,7 +1,7 @@
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger;
+namespace Microsoft.ML.Liger.PreferenceAlignment;
 
 /// <summary>Which data set a batch comes from (precomputed log-probs are kept per set).</summary>
 internal enum PreferenceDataSet

@@ -5,7 +5,7 @@ namespace Microsoft.ML.Liger.Sweeps;
 /// <summary>
 /// A sweep's trials as an IDataView through <see cref="DataOperationsCatalog.LoadFromEnumerable{TRow}(IEnumerable{TRow}, SchemaDefinition)"/>.
 /// ML.NET maps columns to a row type's members, so the row type is fixed: every parameter goes into one text column,
-/// and the <see cref="FineTuneSearchSpace"/> parameters also get typed columns, kept in the schema only when the sweep
+/// and the <see cref="FineTuneCausalLMSearchSpace"/> parameters also get typed columns, kept in the schema only when the sweep
 /// varied them (with the same name and type). ML.NET has no nullable columns: a missing number is NaN, a missing text empty.
 /// </summary>
 internal static class SweepDataView

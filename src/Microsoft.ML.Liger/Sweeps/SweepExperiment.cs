@@ -1,5 +1,7 @@
 using System.Diagnostics;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.Sweeps.Tuners;
 using Microsoft.ML.Runtime;
 
 namespace Microsoft.ML.Liger.Sweeps;
@@ -42,8 +44,8 @@ public sealed class SweepExperiment
     {
         this.catalog = catalog;
         this.baseOptions = baseOptions;
-        space = new SearchSpace<FineTuneSearchSpace>();
-        apply = FineTuneApply(new SearchSpace<FineTuneSearchSpace>());
+        space = new SearchSpace<FineTuneCausalLMSearchSpace>();
+        apply = FineTuneApply(new SearchSpace<FineTuneCausalLMSearchSpace>());
         tuner = () => new CostAwareTuner(space, DefaultPointsPerRange);
     }
 
@@ -67,8 +69,8 @@ public sealed class SweepExperiment
         return this;
     }
 
-    /// <summary>Sweeps a <see cref="FineTuneSearchSpace"/>: each point sets the options of the same names (Liger: the kernels on or off).</summary>
-    public SweepExperiment SetSearchSpace(SearchSpace<FineTuneSearchSpace> space)
+    /// <summary>Sweeps a <see cref="FineTuneCausalLMSearchSpace"/>: each point sets the options of the same names (Liger: the kernels on or off).</summary>
+    public SweepExperiment SetSearchSpace(SearchSpace<FineTuneCausalLMSearchSpace> space)
     {
         ArgumentNullException.ThrowIfNull(space);
         this.space = space;
@@ -76,8 +78,8 @@ public sealed class SweepExperiment
         return this;
     }
 
-    private Action<IReadOnlyDictionary<string, object>, FineTuneCausalLMOptions> FineTuneApply(SearchSpace<FineTuneSearchSpace> space) =>
-        (point, options) => FineTuneSearchSpace.Apply(space.Create(point), options, baseOptions.Kernels);
+    private Action<IReadOnlyDictionary<string, object>, FineTuneCausalLMOptions> FineTuneApply(SearchSpace<FineTuneCausalLMSearchSpace> space) =>
+        (point, options) => FineTuneCausalLMSearchSpace.Apply(space.Create(point), options, baseOptions.Kernels);
 
     /// <summary>The training rows, and held-out rows for each trial's eval loss (null: the base options' validation set, if any;
     /// without one the eval loss is the last training step's loss).</summary>

@@ -35,7 +35,7 @@ public sealed class SweepResult
 
     /// <summary>
     /// The trials as an ML.NET data view, one row per trial: Id, a Parameters text column ("Name=value; ..."), a typed column
-    /// for each <see cref="FineTuneSearchSpace"/> parameter the sweep varied, then Status, EvalLoss, TokensPerSecond,
+    /// for each <see cref="FineTuneCausalLMSearchSpace"/> parameter the sweep varied, then Status, EvalLoss, TokensPerSecond,
     /// PeakMemoryBytes (NaN when unknown), DurationSeconds, Error (empty when none) and IsBest.
     /// </summary>
     public IDataView ToDataView(MLContext mlContext)

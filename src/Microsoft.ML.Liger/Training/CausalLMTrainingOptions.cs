@@ -93,7 +93,7 @@ public class CausalLMTrainingOptions
     /// <summary>Training dtype. Default <see cref="TrainingPrecision.Auto"/>: bf16 mixed precision on a GPU, fp32 on the CPU.</summary>
     public TrainingPrecision Precision { get; set; } = TrainingPrecision.Auto;
 
-    /// <summary>Recompute each decoder layer's activations in the backward instead of keeping them. Default false.</summary>
+    /// <summary>Gradient checkpointing (transformers' name): recompute each decoder layer's activations in the backward instead of keeping them. Default false.</summary>
     public bool GradientCheckpointing { get; set; }
 
     /// <summary>Which layers run on Liger's kernels. Default: all the family can use, with the fused linear cross-entropy.</summary>

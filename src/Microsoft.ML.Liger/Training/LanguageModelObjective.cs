@@ -17,7 +17,7 @@ internal sealed class LanguageModelObjective(CausalLM model, CausalLMTrainingOpt
         long items = 0;
         foreach (var b in step)
             items += b.TargetTokens;
-        using var output = model.Forward(ToInput(batch, model.LmHeadWeight.device, Math.Max(1, items)));
+        using var output = model.forward(ToInput(batch, model.LmHeadWeight.device, Math.Max(1, items)));
         output.Loss!.backward();
         return output.Loss.detach().to(ScalarType.Float32);
     }
@@ -50,7 +50,7 @@ internal sealed class LanguageModelObjective(CausalLM model, CausalLMTrainingOpt
                     continue;
                 using var scope = NewDisposeScope();
                 // NumItemsInBatch = 1 makes the loss the sum over the batch's target tokens.
-                using var output = model.Forward(ToInput(batch, device, numItems: 1));
+                using var output = model.forward(ToInput(batch, device, numItems: 1));
                 sum.PlusInPlace(output.Loss!.to(ScalarType.Float64));
                 count += batch.TargetTokens;
             }

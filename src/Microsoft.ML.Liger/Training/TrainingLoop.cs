@@ -2,7 +2,6 @@ using Liger.Kernels.Runtime;
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Microsoft.ML.Liger.Distributed;
 using Microsoft.ML.Liger.Models;
 using static TorchSharp.torch;
 
@@ -314,7 +313,7 @@ internal sealed class TrainingLoop
                 $"so it would not continue the same trajectory: {string.Join("; ", differences)}. Resume with the checkpoint's values, or start a new run " +
                 $"from the checkpoint folder as BaseModelPath (a checkpoint is a complete model; the optimizer state starts afresh). docs/fine-tuning.md lists what may change on resume.");
         // A tied lm_head is the embedding (SavePretrained stores it once); an untied one loads like any weight.
-        SafetensorsCheckpoint.Load(model, checkpoint, new CheckpointLoadOptions { IgnoredNames = model.Config.TieWordEmbeddings ? ["lm_head.weight"] : [] });
+        SafetensorsWeights.Load(model, checkpoint, new WeightLoadOptions { IgnoredNames = model.Config.TieWordEmbeddings ? ["lm_head.weight"] : [] });
         optimizer.Load(checkpoint);
         return state;
     }

@@ -1,4 +1,5 @@
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.Models.Weights;
 using static TorchSharp.torch;
 
 namespace Microsoft.ML.Liger.Training;
@@ -29,7 +30,7 @@ internal sealed partial class TrainingOptimizer
     internal void Load(string folder, string stateFile, string masterFile)
     {
         string masterPath = Path.Combine(folder, masterFile);
-        var stored = File.Exists(masterPath) ? SafetensorsCheckpoint.ReadTensors(masterPath) : null;
+        var stored = File.Exists(masterPath) ? SafetensorsWeights.ReadTensors(masterPath) : null;
         try
         {
             LoadState(Path.Combine(folder, stateFile), stored);

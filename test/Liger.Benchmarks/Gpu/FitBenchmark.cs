@@ -184,7 +184,7 @@ internal static class FitBenchmark
         cuda.synchronize();
         long start = stats.Allocated();
         stats.ResetPeak();
-        var output = model.Forward(input);
+        var output = model.forward(input);
         cuda.synchronize();
         long saved = stats.Allocated() - start, forwardPeak = stats.Peak() - start;
         stats.ResetPeak();

@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text;
 using Microsoft.ML;
 using Microsoft.ML.Liger;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Sweeps;
 using Microsoft.ML.Liger.Training;

@@ -142,7 +142,7 @@ public sealed class DataParallelTests
 
     internal static Dictionary<string, float[]> Stored(string folder, int rank)
     {
-        var tensors = SafetensorsCheckpoint.ReadTensors(Path.Combine(folder, $"rank-{rank}", "model.safetensors"));
+        var tensors = SafetensorsWeights.ReadTensors(Path.Combine(folder, $"rank-{rank}", "model.safetensors"));
         try
         {
             return tensors.ToDictionary(kv => kv.Key, kv => kv.Value.to(ScalarType.Float32).data<float>().ToArray());

@@ -1,4 +1,5 @@
 using Microsoft.ML.Liger.Distributed;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Tests.PreferenceAlignment;
 using Microsoft.ML.Liger.Training;

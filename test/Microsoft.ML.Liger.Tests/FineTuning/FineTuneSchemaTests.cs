@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Training;
 
 namespace Microsoft.ML.Liger.Tests.FineTuning;

@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Training;
 
 namespace Microsoft.ML.Liger.Tests.FineTuning;

@@ -124,7 +124,7 @@ public sealed class ConvergenceTests
             using var scope = NewDisposeScope();
             var ids = corpus[step % corpus.Count].to(device);
             optimizer.zero_grad();
-            using var output = model.Forward(new CausalLMInput { InputIds = ids, Labels = ids });
+            using var output = model.forward(new CausalLMInput { InputIds = ids, Labels = ids });
             output.Loss!.backward();
             losses[step] = output.Loss.item<float>();
             AdamWStep.Apply(optimizer);

@@ -36,7 +36,7 @@ public sealed class GenerationTests
         using (no_grad())
             for (int i = 0; i < steps; i++)
             {
-                using var output = model.Forward(new CausalLMInput { InputIds = expected });
+                using var output = model.forward(new CausalLMInput { InputIds = expected });
                 expected = cat([expected, output.Logits![.., -1, ..].argmax(-1).unsqueeze(1)], 1);
             }
         CollectionAssert.AreEqual(expected.data<long>().ToArray(), generated.data<long>().ToArray());

@@ -26,7 +26,7 @@ public sealed class HiddenStatesTests
         var batch = Batches.Random(seed, batch: 3, length: 9, padLast: 4);
         var input = batch.Input with { Labels = null, ReturnLogits = true };
         using var _ = no_grad();
-        using var output = model.Forward(input);
+        using var output = model.forward(input);
 
         var hidden = model.HiddenStates(batch.Input);
         CollectionAssert.AreEqual(new long[] { 3, 9, model.Config.HiddenSize }, hidden.shape, "(B, T, H)");
@@ -61,7 +61,7 @@ public sealed class HiddenStatesTests
             return kept;
         }
         long plainKept = Run(plain), checkpointedKept = Run(checkpointed);
-        GradientCheckpoint.ThrowIfBackwardFailed();
+        Recompute.ThrowIfBackwardFailed();
         var grads = checkpointed.named_parameters().ToDictionary(p => p.name, p => p.parameter.grad);
         foreach (var (parameterName, parameter) in plain.named_parameters())
         {

@@ -59,7 +59,7 @@ public sealed class HuggingFaceOracleTests
     {
         string folder = Path.Combine(FixtureRoot, name);
         var config = CausalLMConfig.Load(folder);
-        var expected = SafetensorsCheckpoint.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
+        var expected = SafetensorsWeights.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
         var tables = expected.Where(e => e.Key.StartsWith("rope.", StringComparison.Ordinal)).ToArray();
         Assert.IsNotEmpty(tables, "the fixture has no rope tables");
         foreach (var (key, table) in tables)
@@ -74,7 +74,7 @@ public sealed class HuggingFaceOracleTests
     private void Check(string name, LigerKernelOptions kernels, Device device)
     {
         string folder = Path.Combine(FixtureRoot, name);
-        var expected = SafetensorsCheckpoint.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
+        var expected = SafetensorsWeights.ReadTensors(Path.Combine(folder, "oracle.safetensors"));
         using var model = CausalLM.FromPretrained(folder, new CausalLMOptions { Kernels = kernels, Device = device });
         var ids = expected["input_ids"].to(device);
         var mask = expected["attention_mask"].to(device);
@@ -83,7 +83,7 @@ public sealed class HuggingFaceOracleTests
         using (no_grad())
         {
             bool router = expected.ContainsKey("aux_loss");
-            using var output = model.Forward(new CausalLMInput
+            using var output = model.forward(new CausalLMInput
             {
                 InputIds = ids, AttentionMask = mask, Labels = labels, ReturnLogits = true, OutputRouterLogits = router,
             });
@@ -97,7 +97,7 @@ public sealed class HuggingFaceOracleTests
             Assert.IsLessThan(Tolerance, lossError, $"{name}: loss relative error {lossError:E3}");
             if (expected.TryGetValue("aux_loss", out var aux))
                 Assert.IsLessThan(Tolerance, Relative(aux, output.AuxLoss!), $"{name}: router load-balancing loss");
-            using var unmasked = model.Forward(new CausalLMInput { InputIds = ids });
+            using var unmasked = model.forward(new CausalLMInput { InputIds = ids });
             Assert.IsLessThan(Tolerance, Relative(expected["logits_unmasked"], unmasked.Logits!), $"{name}: logits without a mask");
         }
         var generated = model.Generate(expected["generate_prompt"].to(device), options: new GenerationOptions { MaxNewTokens = 8, StopTokenIds = [] });

@@ -38,8 +38,8 @@ public sealed class LigerParityTests
         liger.load_state_dict(eager.state_dict());
         var batch = Batches.Random(seed, batch: 3, length: 13, padLast: 4);
 
-        using var expected = eager.Forward(batch.Input with { ReturnLogits = true });
-        using var actual = liger.Forward(batch.Input with { ReturnLogits = true });
+        using var expected = eager.forward(batch.Input with { ReturnLogits = true });
+        using var actual = liger.forward(batch.Input with { ReturnLogits = true });
         expected.Loss!.backward();
         actual.Loss!.backward();
 
@@ -62,12 +62,12 @@ public sealed class LigerParityTests
         var config = TinyModels.All["llama2"];
         using var model = new CausalLM(config);
         var batch = Batches.Random(Random.Shared.Next(), batch: 2, length: 7, padLast: 0);
-        using (var output = model.Forward(batch.Input))
+        using (var output = model.forward(batch.Input))
         {
             Assert.IsNotNull(output.Loss);
             Assert.IsNull(output.Logits, "the fused loss must not materialise logits by default");
         }
-        using (var output = model.Forward(batch.Input with { Labels = null }))
+        using (var output = model.forward(batch.Input with { Labels = null }))
             CollectionAssert.AreEqual(new long[] { 2, 7, TinyModels.Vocab }, output.Logits!.shape);
     }
 

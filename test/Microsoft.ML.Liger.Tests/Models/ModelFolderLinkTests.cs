@@ -43,7 +43,7 @@ public sealed class ModelFolderLinkTests
         File.WriteAllText(Path.Combine(folder, "model.safetensors.index.json"),
             "{\"metadata\": {}, \"weight_map\": {\"model.embed_tokens.weight\": \"up/outside/passwd\"}}");
 
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => CausalLM.FromPretrained(folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => CausalLM.FromPretrained(folder));
 
         StringAssert.Contains(error.Message, "outside the model folder");
         StringAssert.Contains(error.Message, Path.Combine(folder, "up/outside/passwd"));
@@ -62,7 +62,7 @@ public sealed class ModelFolderLinkTests
         File.Delete(Path.Combine(folder, name));
         File.CreateSymbolicLink(Path.Combine(folder, name), Path.Combine(other, name));
 
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => CausalLM.FromPretrained(folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => CausalLM.FromPretrained(folder));
 
         StringAssert.Contains(error.Message, Path.Combine(folder, name));
         StringAssert.Contains(error.Message, "outside the model folder");
@@ -77,7 +77,7 @@ public sealed class ModelFolderLinkTests
         File.Move(Path.Combine(folder, name), Path.Combine(_outside, name));
         File.CreateSymbolicLink(Path.Combine(folder, name), Path.Combine(_outside, name));
 
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => CausalLMTokenizer.FromPretrained(folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => CausalLMTokenizer.FromPretrained(folder));
 
         StringAssert.Contains(error.Message, Path.Combine(folder, name));
     }
@@ -119,7 +119,7 @@ public sealed class ModelFolderLinkTests
         File.Copy(config, Path.Combine(otherBlobs, "cfg"));
         File.Delete(config);
         File.CreateSymbolicLink(config, Path.Combine("..", "..", "..", "models--evil--x", "blobs", "cfg"));
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => CausalLM.FromPretrained(snapshot));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => CausalLM.FromPretrained(snapshot));
         StringAssert.Contains(error.Message, "outside the model folder");
     }
 
@@ -129,7 +129,7 @@ public sealed class ModelFolderLinkTests
         string folder = Model();
         File.Copy(Path.Combine(_outside, "passwd"), Path.Combine(folder, "model.safetensors"), overwrite: true);
 
-        var error = Assert.ThrowsExactly<CheckpointFormatException>(() => CausalLM.FromPretrained(folder));
+        var error = Assert.ThrowsExactly<WeightFormatException>(() => CausalLM.FromPretrained(folder));
 
         StringAssert.Contains(error.Message, Path.Combine(folder, "model.safetensors"));
         StringAssert.Contains(error.Message, "is not a safetensors file");

@@ -117,14 +117,14 @@ public sealed class ModelPersistenceTests
             // Same weights, a config with a wider MLP: every MLP projection is mis-shaped.
             var wider = CausalLMConfig.Load(folder).With(new Dictionary<string, object?> { ["intermediate_size"] = 96 });
             wider.Save(folder);
-            var error = Assert.ThrowsExactly<CheckpointMismatchException>(() => CausalLM.FromPretrained(folder));
+            var error = Assert.ThrowsExactly<WeightMismatchException>(() => CausalLM.FromPretrained(folder));
             StringAssert.Contains(error.Message, "model.layers.0.mlp.gate_proj.weight");
             // A config that unties the head needs lm_head.weight, which a tied save does not have.
             File.Delete(Path.Combine(folder, "model.safetensors"));
             using (var tied = new CausalLM(TinyModels.All["llama3"]))
                 tied.SavePretrained(folder);
             CausalLMConfig.Load(folder).With(new Dictionary<string, object?> { ["tie_word_embeddings"] = false }).Save(folder);
-            error = Assert.ThrowsExactly<CheckpointMismatchException>(() => CausalLM.FromPretrained(folder));
+            error = Assert.ThrowsExactly<WeightMismatchException>(() => CausalLM.FromPretrained(folder));
             StringAssert.Contains(error.Message, "lm_head.weight");
             Assert.ThrowsExactly<DirectoryNotFoundException>(() => CausalLM.FromPretrained(Path.Combine(folder, "missing")));
         }

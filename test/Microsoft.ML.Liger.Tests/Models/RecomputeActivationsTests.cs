@@ -45,8 +45,8 @@ public sealed class RecomputeActivationsTests
             InputIds = batch.Input.InputIds.to(device), Labels = batch.Input.Labels?.to(device), AttentionMask = batch.Input.AttentionMask?.to(device),
         };
 
-        using var expected = keeping.Forward(input);
-        using var actual = recomputing.Forward(input);
+        using var expected = keeping.forward(input);
+        using var actual = recomputing.forward(input);
         expected.Loss!.backward();
         actual.Loss!.backward();
         Assert.AreEqual(expected.Loss.to(ScalarType.Float64).item<double>(), actual.Loss!.to(ScalarType.Float64).item<double>(), 0.0, "loss");

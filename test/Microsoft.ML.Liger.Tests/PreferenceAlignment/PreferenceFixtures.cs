@@ -1,3 +1,4 @@
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Tests.FineTuning;
 using Microsoft.ML.Liger.Training;
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Training;
 using static TorchSharp.torch;
 
@@ -65,7 +66,7 @@ public sealed class PreferenceLossCheckTests
         {
             var example = encoder.PromptResponse(prompt, response);
             var ids = tensor(example.Tokens.Select(i => (long)i).ToArray(), [1, example.Tokens.Length]);
-            using var output = model.Forward(new CausalLMInput { InputIds = ids, ReturnLogits = true });
+            using var output = model.forward(new CausalLMInput { InputIds = ids, ReturnLogits = true });
             var logProbs = output.Logits![0].to(ScalarType.Float64).log_softmax(-1);
             double sum = 0;
             for (int t = example.PromptLength; t < example.Tokens.Length; t++)

@@ -1,4 +1,5 @@
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Tests.FineTuning;
 using static TorchSharp.torch;
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Training;
 using static TorchSharp.torch;
 

@@ -1,4 +1,5 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Tests.FineTuning;
 
 namespace Microsoft.ML.Liger.Tests.PreferenceAlignment;

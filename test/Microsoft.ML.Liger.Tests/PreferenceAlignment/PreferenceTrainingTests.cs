@@ -1,4 +1,5 @@
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Training;
 
 namespace Microsoft.ML.Liger.Tests.PreferenceAlignment;

@@ -1,4 +1,5 @@
 using System.Reflection;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Sweeps;
 
 namespace Microsoft.ML.Liger.Tests.Sweeps;
@@ -172,7 +173,7 @@ public sealed class SearchSpaceTests
     [TestMethod]
     public void FineTuneSearchSpace_DeclaresTheSixFineTuningOptions_AndItsDefaultsAreTheOptionsDefaults()
     {
-        var space = new SearchSpace<FineTuneSearchSpace>();
+        var space = new SearchSpace<FineTuneCausalLMSearchSpace>();
         CollectionAssert.AreEqual(
             new[] { "MaxContextLength", "BatchSize", "GradientAccumulationSteps", "LearningRate", "GradientCheckpointing", "Liger" },
             space.Dimensions.Select(d => d.Name).ToArray());

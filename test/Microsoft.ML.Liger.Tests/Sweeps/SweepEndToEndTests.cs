@@ -19,13 +19,13 @@ public sealed class SweepEndToEndTests
         var validation = ml.Data.LoadFromEnumerable(FineTuneFixtures.Rows(12, seed: 77));
         const int steps = 6;
         string output = FineTuneFixtures.TempFolder("sweep-real");
-        var space = new SearchSpace<FineTuneSearchSpace>()
-            .WithChoice(nameof(FineTuneSearchSpace.MaxContextLength), 24, 32)
-            .WithChoice(nameof(FineTuneSearchSpace.BatchSize), 4)
-            .WithChoice(nameof(FineTuneSearchSpace.GradientAccumulationSteps), 1)
-            .WithChoice(nameof(FineTuneSearchSpace.LearningRate), 3e-3)
-            .WithChoice(nameof(FineTuneSearchSpace.GradientCheckpointing), false)
-            .WithChoice(nameof(FineTuneSearchSpace.Liger), true, false);
+        var space = new SearchSpace<FineTuneCausalLMSearchSpace>()
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.MaxContextLength), 24, 32)
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.BatchSize), 4)
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.GradientAccumulationSteps), 1)
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.LearningRate), 3e-3)
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.GradientCheckpointing), false)
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.Liger), true, false);
         var result = await ml.Liger().CreateSweep(FineTuneFixtures.Options())
             .SetDataset(train, validation)
             .SetSearchSpace(space)
@@ -48,10 +48,10 @@ public sealed class SweepEndToEndTests
 
         // The reference: the same fine-tuning run outside the sweep (same seed, CPU fp32: bit for bit) for one trial.
         var pick = result.Trials[Random.Shared.Next(3)];
-        bool liger = (bool)pick.Parameters[nameof(FineTuneSearchSpace.Liger)];
+        bool liger = (bool)pick.Parameters[nameof(FineTuneCausalLMSearchSpace.Liger)];
         var options = FineTuneFixtures.Options(o =>
         {
-            o.MaxContextLength = (int)pick.Parameters[nameof(FineTuneSearchSpace.MaxContextLength)];
+            o.MaxContextLength = (int)pick.Parameters[nameof(FineTuneCausalLMSearchSpace.MaxContextLength)];
             o.BatchSize = 4;
             o.LearningRate = 3e-3;
             o.Kernels = liger ? new LigerKernelOptions() : LigerKernelOptions.None;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Sweeps;
 using Microsoft.ML.Liger.Tests.FineTuning;

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Sweeps;
 using Microsoft.ML.Liger.Tests.FineTuning;
 
@@ -16,22 +17,22 @@ internal static class SweepFakes
         return sweep;
     }
 
-    /// <summary>A <see cref="FineTuneSearchSpace"/> narrowed to the given values (learning rate fixed unless given).</summary>
-    public static SearchSpace<FineTuneSearchSpace> Space(int[] contexts, int[] batches, int[]? accumulation = null, bool[]? checkpointing = null,
+    /// <summary>A <see cref="FineTuneCausalLMSearchSpace"/> narrowed to the given values (learning rate fixed unless given).</summary>
+    public static SearchSpace<FineTuneCausalLMSearchSpace> Space(int[] contexts, int[] batches, int[]? accumulation = null, bool[]? checkpointing = null,
         bool[]? liger = null, double[]? rates = null) =>
-        new SearchSpace<FineTuneSearchSpace>()
-            .WithChoice(nameof(FineTuneSearchSpace.MaxContextLength), contexts.Cast<object>().ToArray())
-            .WithChoice(nameof(FineTuneSearchSpace.BatchSize), batches.Cast<object>().ToArray())
-            .WithChoice(nameof(FineTuneSearchSpace.GradientAccumulationSteps), (accumulation ?? [1]).Cast<object>().ToArray())
-            .WithChoice(nameof(FineTuneSearchSpace.LearningRate), (rates ?? [1e-3]).Cast<object>().ToArray())
-            .WithChoice(nameof(FineTuneSearchSpace.GradientCheckpointing), (checkpointing ?? [false]).Cast<object>().ToArray())
-            .WithChoice(nameof(FineTuneSearchSpace.Liger), (liger ?? [true]).Cast<object>().ToArray());
+        new SearchSpace<FineTuneCausalLMSearchSpace>()
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.MaxContextLength), contexts.Cast<object>().ToArray())
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.BatchSize), batches.Cast<object>().ToArray())
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.GradientAccumulationSteps), (accumulation ?? [1]).Cast<object>().ToArray())
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.LearningRate), (rates ?? [1e-3]).Cast<object>().ToArray())
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.GradientCheckpointing), (checkpointing ?? [false]).Cast<object>().ToArray())
+            .WithChoice(nameof(FineTuneCausalLMSearchSpace.Liger), (liger ?? [true]).Cast<object>().ToArray());
 
-    public static int Context(IReadOnlyDictionary<string, object> p) => (int)p[nameof(FineTuneSearchSpace.MaxContextLength)];
-    public static int Batch(IReadOnlyDictionary<string, object> p) => (int)p[nameof(FineTuneSearchSpace.BatchSize)];
-    public static int Accumulation(IReadOnlyDictionary<string, object> p) => (int)p[nameof(FineTuneSearchSpace.GradientAccumulationSteps)];
-    public static bool Checkpointing(IReadOnlyDictionary<string, object> p) => (bool)p[nameof(FineTuneSearchSpace.GradientCheckpointing)];
-    public static bool LigerOn(IReadOnlyDictionary<string, object> p) => (bool)p[nameof(FineTuneSearchSpace.Liger)];
+    public static int Context(IReadOnlyDictionary<string, object> p) => (int)p[nameof(FineTuneCausalLMSearchSpace.MaxContextLength)];
+    public static int Batch(IReadOnlyDictionary<string, object> p) => (int)p[nameof(FineTuneCausalLMSearchSpace.BatchSize)];
+    public static int Accumulation(IReadOnlyDictionary<string, object> p) => (int)p[nameof(FineTuneCausalLMSearchSpace.GradientAccumulationSteps)];
+    public static bool Checkpointing(IReadOnlyDictionary<string, object> p) => (bool)p[nameof(FineTuneCausalLMSearchSpace.GradientCheckpointing)];
+    public static bool LigerOn(IReadOnlyDictionary<string, object> p) => (bool)p[nameof(FineTuneCausalLMSearchSpace.Liger)];
 
     /// <summary>A point's identity for comparisons in tests.</summary>
     public static string Key(IReadOnlyDictionary<string, object> p) =>

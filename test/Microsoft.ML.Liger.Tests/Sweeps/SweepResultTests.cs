@@ -140,7 +140,7 @@ public sealed class SweepResultTests
         Assert.AreEqual(NumberDataViewType.Int32, view.Schema["MaxContextLength"].Type);
         Assert.AreEqual(NumberDataViewType.Double, view.Schema["LearningRate"].Type);
         Assert.AreEqual(BooleanDataViewType.Instance, view.Schema["Liger"].Type);
-        Assert.IsNull(view.Schema.GetColumnOrNull("BatchSize"), "a FineTuneSearchSpace parameter the sweep did not vary has no column");
+        Assert.IsNull(view.Schema.GetColumnOrNull("BatchSize"), "a FineTuneCausalLMSearchSpace parameter the sweep did not vary has no column");
         Assert.IsNull(view.Schema.GetColumnOrNull("Optimizer"), "other parameters live in the Parameters column");
 
         var ids = view.GetColumn<int>("Id").ToArray();

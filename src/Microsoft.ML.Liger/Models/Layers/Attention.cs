@@ -4,18 +4,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
-
-/// <summary>How attention probabilities are computed.</summary>
-public enum AttentionImplementation
-{
-    /// <summary>SDPA unless the family needs the eager form (attention logit softcapping).</summary>
-    Auto,
-    /// <summary>torch's scaled_dot_product_attention (flash / memory-efficient kernels where they apply).</summary>
-    Sdpa,
-    /// <summary>Hugging Face's eager attention: matmul, scale, softcap, mask, float32 softmax, matmul.</summary>
-    Eager,
-}
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>What one attention call needs besides the hidden states.</summary>
 internal sealed record AttentionInputs(Tensor Cos, Tensor Sin, AttentionMask Mask, KVCache? Cache, int LayerIndex);
@@ -25,7 +14,7 @@ internal sealed record AttentionInputs(Tensor Cos, Tensor Sin, AttentionMask Mas
 /// qkv_proj), optional q/k RMSNorm, rotary embedding (Liger's kernel or eager), grouped-query attention by
 /// repeating k/v heads, causal / padding / sliding-window masks, a KV cache for generation, and o_proj.
 /// </summary>
-public sealed class Attention : nn.Module
+internal sealed class Attention : nn.Module
 {
     private readonly Linear? qProj, kProj, vProj, qkvProj;
     private readonly Linear oProj;
@@ -71,7 +60,7 @@ public sealed class Attention : nn.Module
 
     /// <summary>Attention over <paramref name="x"/>, normalised first by <paramref name="norm"/> when given: a norm on
     /// Liger's kernel runs with the projections as one function that does not keep the normalised x.</summary>
-    internal Tensor Forward(Tensor x, AttentionInputs inputs, DecoderRMSNorm? norm = null)
+    internal Tensor forward(Tensor x, AttentionInputs inputs, DecoderRMSNorm? norm = null)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1];

@@ -2,14 +2,14 @@ using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// Which keys each query may attend to, for one layer type: a boolean (B, 1, T, S) tensor (true = attend),
 /// or none when plain causal attention over the same T positions says it all (no padding, no window, no
 /// cache): then attention runs with is_causal, which lets SDPA pick its fastest kernels.
 /// </summary>
-public sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
+internal sealed record AttentionMask(Tensor? Allowed, bool IsCausal)
 {
     /// <summary>
     /// Causal, padding and sliding-window constraints, as Hugging Face's masks: key j is visible to the query

@@ -2,13 +2,13 @@ using Liger.Kernels.Runtime;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// One decoder layer: attention and MLP blocks, each with the family's norms before and/or after it
 /// (<see cref="NormLayout"/>) and a residual add (scaled by Granite's residual_multiplier).
 /// </summary>
-public sealed class DecoderLayer : nn.Module
+internal sealed class DecoderLayer : nn.Module
 {
     private readonly Attention selfAttn;
     private readonly GatedMlp? mlp;
@@ -55,20 +55,20 @@ public sealed class DecoderLayer : nn.Module
     internal SparseMoeBlock? Moe => moe;
 
     /// <summary>The layer's output and, for a mixture of experts, its router logits.</summary>
-    internal (Tensor Hidden, Tensor? RouterLogits) Forward(Tensor hidden, AttentionInputs inputs)
+    internal (Tensor Hidden, Tensor? RouterLogits) forward(Tensor hidden, AttentionInputs inputs)
     {
         if (!recompute)
             return ForwardKeepingActivations(hidden, inputs);
         using var scope = NewDisposeScope();
-        // The norms before attention and before the MLP go in with their projections (see Attention.Forward).
-        var attended = selfAttn.Forward(hidden, inputs, beforeAttention);
+        // The norms before attention and before the MLP go in with their projections (see Attention.forward).
+        var attended = selfAttn.forward(hidden, inputs, beforeAttention);
         hidden = Residual(hidden, afterAttention?.forward(attended) ?? attended);
         Tensor? routerLogits = null;
         Tensor transformed;
         if (moe is not null)
-            (transformed, routerLogits) = moe.Forward(beforeMlp?.forward(hidden) ?? hidden);
+            (transformed, routerLogits) = moe.forward(beforeMlp?.forward(hidden) ?? hidden);
         else
-            transformed = mlp!.Forward(hidden, beforeMlp);
+            transformed = mlp!.forward(hidden, beforeMlp);
         hidden = Residual(hidden, afterMlp?.forward(transformed) ?? transformed);
         return (hidden.MoveToOuterDisposeScope(), routerLogits?.MoveToOuterDisposeScope());
     }
@@ -77,13 +77,13 @@ public sealed class DecoderLayer : nn.Module
     private (Tensor Hidden, Tensor? RouterLogits) ForwardKeepingActivations(Tensor hidden, AttentionInputs inputs)
     {
         using var scope = NewDisposeScope();
-        var attended = selfAttn.Forward(beforeAttention?.forward(hidden) ?? hidden, inputs);
+        var attended = selfAttn.forward(beforeAttention?.forward(hidden) ?? hidden, inputs);
         hidden = Residual(hidden, afterAttention?.forward(attended) ?? attended);
         var mlpInput = beforeMlp?.forward(hidden) ?? hidden;
         Tensor? routerLogits = null;
         Tensor transformed;
         if (moe is not null)
-            (transformed, routerLogits) = moe.Forward(mlpInput);
+            (transformed, routerLogits) = moe.forward(mlpInput);
         else
             transformed = mlp!.forward(mlpInput);
         hidden = Residual(hidden, afterMlp?.forward(transformed) ?? transformed);

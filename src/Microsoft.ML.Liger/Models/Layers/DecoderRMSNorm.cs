@@ -4,14 +4,14 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// A decoder's RMSNorm (state-dict name <c>weight</c>), on Liger's kernel or as Hugging Face's eager
 /// LlamaRMSNorm / GemmaRMSNorm. Gemma stores the weight minus one and computes everything in float32
 /// (Liger's Gemma casting mode); Llama rounds the normalised input to the model dtype before the weight.
 /// </summary>
-public sealed class DecoderRMSNorm : nn.Module<Tensor, Tensor>
+internal sealed class DecoderRMSNorm : nn.Module<Tensor, Tensor>
 {
 #pragma warning disable IDE1006 // Hugging Face state-dict name
     /// <summary>The scale.</summary>

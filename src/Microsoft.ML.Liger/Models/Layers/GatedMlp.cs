@@ -3,10 +3,10 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>The gate activation of a gated MLP, from config.json's hidden_act.</summary>
-public enum GateActivation
+internal enum GateActivation
 {
     /// <summary>silu (SwiGLU).</summary>
     Silu,
@@ -21,7 +21,7 @@ public enum GateActivation
 /// (Phi3, GLM: gate rows first). With Liger the product and down_proj run as one function
 /// (<see cref="LigerSiLUMulLinearFunction"/>, <see cref="LigerGELUMulLinearFunction"/>) that does not keep the product.
 /// </summary>
-public sealed class GatedMlp : nn.Module<Tensor, Tensor>
+internal sealed class GatedMlp : nn.Module<Tensor, Tensor>
 {
     private readonly Linear? gateProj, upProj, gateUpProj;
     private readonly Linear downProj;
@@ -63,11 +63,11 @@ public sealed class GatedMlp : nn.Module<Tensor, Tensor>
     };
 
     /// <inheritdoc/>
-    public override Tensor forward(Tensor x) => Forward(x, null);
+    public override Tensor forward(Tensor x) => forward(x, null);
 
     /// <summary>The MLP over <paramref name="x"/>, normalised first by <paramref name="norm"/> when given: a norm on
     /// Liger's kernel runs with the gate and up projections as one function that does not keep the normalised x.</summary>
-    internal Tensor Forward(Tensor x, DecoderRMSNorm? norm)
+    internal Tensor forward(Tensor x, DecoderRMSNorm? norm)
     {
         using var scope = NewDisposeScope();
         bool fused = norm is { Liger: true };

@@ -3,12 +3,12 @@ using Liger.Kernels.Ops;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// cos and sin tables of one rope configuration (one layer type), built as Hugging Face's rotary
 /// embedding builds them: inv_freq in float32 (scaled by the rope type), angles as position × inv_freq in
-/// float32, cos/sin cast to the model dtype. inv_freq is cached per device; it is not a checkpoint tensor.
+/// float32, cos/sin cast to the model dtype. inv_freq is cached per device; it is not a stored tensor.
 /// </summary>
 internal sealed class RotaryPositions : IDisposable
 {

@@ -3,7 +3,7 @@ using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Layers;
 
 /// <summary>
 /// Mixtral's sparse mixture of experts (Hugging Face names: <c>block_sparse_moe.gate</c>,
@@ -12,7 +12,7 @@ namespace Microsoft.ML.Liger.Models;
 /// gated SiLU MLP (w1 gate, w3 up, w2 down) on Liger's SwiGLU kernel when enabled. Returns the router
 /// logits too, for the load-balancing loss.
 /// </summary>
-public sealed class SparseMoeBlock : nn.Module
+internal sealed class SparseMoeBlock : nn.Module
 {
     private readonly Linear gate;
     private readonly ModuleList<GatedMlp> experts;
@@ -35,7 +35,7 @@ public sealed class SparseMoeBlock : nn.Module
     public int ExpertCount => experts.Count;
 
     /// <summary>The block's output (B, T, H) and the router logits (B·T, experts).</summary>
-    public (Tensor Output, Tensor RouterLogits) Forward(Tensor x)
+    public (Tensor Output, Tensor RouterLogits) forward(Tensor x)
     {
         using var scope = NewDisposeScope();
         long batch = x.shape[0], length = x.shape[1], hidden = x.shape[2];

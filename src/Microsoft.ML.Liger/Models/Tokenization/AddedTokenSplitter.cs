@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// Cuts text at added tokens before the model tokenizer runs, as Hugging Face does: every piece between two

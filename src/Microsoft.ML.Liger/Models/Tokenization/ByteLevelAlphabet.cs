@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// GPT-2's byte-to-character table: byte-level BPE vocabularies store each UTF-8 byte as a printable character

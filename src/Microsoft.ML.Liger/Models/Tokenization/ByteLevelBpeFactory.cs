@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// Builds the library tokenizer for a byte-level BPE tokenizer.json: the Tiktoken tokenizer when the file asks

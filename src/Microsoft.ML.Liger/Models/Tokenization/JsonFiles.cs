@@ -1,8 +1,8 @@
 using System.Text.Json;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
-/// <summary>Reads the JSON files of a checkpoint folder, with errors that name the file.</summary>
+/// <summary>Reads the JSON files of a model folder, with errors that name the file.</summary>
 internal static class JsonFiles
 {
     public static JsonDocument Parse(string path)
@@ -36,7 +36,7 @@ internal static class JsonFiles
             ? value
             : null;
 
-    /// <summary>A true/false field of a checkpoint's file; absent or null is null, any other JSON type is an error naming the file and field.</summary>
+    /// <summary>A true/false field of a model folder's file; absent or null is null, any other JSON type is an error naming the file and field.</summary>
     public static bool? Flag(this JsonElement element, string name, string path) => element.Property(name) switch
     {
         null => null,

@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.ML.Tokenizers;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// Decodes SentencePiece ids as transformers does: added tokens are written as their text, the model ids

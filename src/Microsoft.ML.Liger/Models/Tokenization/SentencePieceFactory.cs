@@ -1,6 +1,6 @@
 using Microsoft.ML.Tokenizers;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>Builds the library's SentencePiece tokenizer from a tokenizer.model (Llama 2, Mistral, Gemma, Phi-3).</summary>
 internal static class SentencePieceFactory
@@ -12,7 +12,7 @@ internal static class SentencePieceFactory
     /// <summary>
     /// The tokenizer, and the same tokenizer without the "▁" it puts before a text: transformers leaves the
     /// prefix off a piece that already starts with a space, and off the pieces after an added token when the
-    /// checkpoint is not in legacy mode.
+    /// model folder is not in legacy mode.
     /// </summary>
     public static (SentencePieceTokenizer Prefixed, SentencePieceTokenizer Unprefixed) Create(string path, IReadOnlyDictionary<string, int> addedTokens)
     {
@@ -26,7 +26,7 @@ internal static class SentencePieceFactory
         try
         {
             using var stream = new MemoryStream(model);
-            // BOS/EOS are added by CausalLMTokenizer, which reads when to from the checkpoint's configs.
+            // BOS/EOS are added by CausalLMTokenizer, which reads when to from the weights's configs.
             return SentencePieceTokenizer.Create(stream, addBeginningOfSentence: false, addEndOfSentence: false,
                 addedTokens.Count > 0 ? addedTokens : null);
         }

@@ -1,9 +1,10 @@
 using System.Text.Json;
+using Microsoft.ML.Liger.Models.Weights;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
-/// The settings around the vocabulary that a checkpoint keeps in tokenizer_config.json,
+/// The settings around the vocabulary that a model folder keeps in tokenizer_config.json,
 /// generation_config.json and config.json.
 /// </summary>
 internal sealed class TokenizerConfig
@@ -56,7 +57,7 @@ internal sealed class TokenizerConfig
     }
 
     // The template is a string, a list of named templates (the one named "default" is used), or, in newer
-    // checkpoints, a chat_template.jinja file beside the config.
+    // model folders, a chat_template.jinja file beside the config.
     private static string? ReadChatTemplate(string folder, JsonElement config, string path)
     {
         JsonElement? template = config.Property("chat_template");

@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// The ids a tokenizer can emit, checked when it is read: an added token with id 2147483647 would otherwise be

@@ -1,7 +1,7 @@
 using System.Text;
 using System.Text.Json;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// What a byte-level BPE tokenizer.json (GPT-2, Llama 3, Qwen2/3, GLM-4 style) says, in the terms the

@@ -1,7 +1,7 @@
 using System.Text;
 using Microsoft.ML.Tokenizers;
 
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>Hugging Face's NFC/NFD/NFKC/NFKD normalizers (Qwen2 uses NFC), applied in order.</summary>
 internal sealed class UnicodeNormalizer : Normalizer

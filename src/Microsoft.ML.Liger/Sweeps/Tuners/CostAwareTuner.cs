@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace Microsoft.ML.Liger.Sweeps;
+namespace Microsoft.ML.Liger.Sweeps.Tuners;
 
 /// <summary>
 /// Visits the grid from the cheapest point up, and records as infeasible, without running them, the points that an
@@ -24,12 +24,12 @@ namespace Microsoft.ML.Liger.Sweeps;
 /// </remarks>
 internal sealed class CostAwareTuner : ITuner
 {
-    internal const string ContextLength = nameof(FineTuneSearchSpace.MaxContextLength);
-    internal const string BatchSize = nameof(FineTuneSearchSpace.BatchSize);
-    internal const string Accumulation = nameof(FineTuneSearchSpace.GradientAccumulationSteps);
-    internal const string Checkpointing = nameof(FineTuneSearchSpace.GradientCheckpointing);
-    internal const string Liger = nameof(FineTuneSearchSpace.Liger);
-    internal const string LearningRate = nameof(FineTuneSearchSpace.LearningRate);
+    internal const string ContextLength = nameof(FineTuneCausalLMSearchSpace.MaxContextLength);
+    internal const string BatchSize = nameof(FineTuneCausalLMSearchSpace.BatchSize);
+    internal const string Accumulation = nameof(FineTuneCausalLMSearchSpace.GradientAccumulationSteps);
+    internal const string Checkpointing = nameof(FineTuneCausalLMSearchSpace.GradientCheckpointing);
+    internal const string Liger = nameof(FineTuneCausalLMSearchSpace.Liger);
+    internal const string LearningRate = nameof(FineTuneCausalLMSearchSpace.LearningRate);
 
     private readonly IReadOnlyList<IReadOnlyDictionary<string, object>> order;
 

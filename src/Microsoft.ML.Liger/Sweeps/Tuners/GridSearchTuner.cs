@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Sweeps;
+namespace Microsoft.ML.Liger.Sweeps.Tuners;
 
 /// <summary>Every grid point (<see cref="SearchSpace{T}.Grid"/>) once, in grid order: the first dimension varies slowest.</summary>
 internal sealed class GridSearchTuner(ISearchSpace space, int pointsPerRange) : ITuner

@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Sweeps;
+namespace Microsoft.ML.Liger.Sweeps.Tuners;
 
 /// <summary>What a tuner asks the sweep to do next: run a point, or record it as infeasible without running it.</summary>
 /// <param name="Parameters">The point.</param>

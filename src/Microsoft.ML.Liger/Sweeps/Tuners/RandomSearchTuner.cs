@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Sweeps;
+namespace Microsoft.ML.Liger.Sweeps.Tuners;
 
 /// <summary>
 /// Points drawn independently from the space (<see cref="SearchSpace{T}.Sample"/>) with a seeded generator, so a sweep
