@@ -6,6 +6,7 @@
 // answers each question with the answer it was taught, and the loaded model scores and answers like the saved one.
 using Microsoft.ML;
 using Microsoft.ML.Liger;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 

@@ -1,5 +1,7 @@
 using Microsoft.ML.Data;
+using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
+using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Tests.PreferenceAlignment;
 
 namespace Microsoft.ML.Liger.Tests.FineTuning;
