@@ -75,7 +75,7 @@ public sealed record CausalLMModelInfo
     /// What every trained model records, whichever estimator trained it: the chat format, context length, completion
     /// settings, loss and perplexity columns, and the kernels. The estimator adds its data format and columns.
     /// </summary>
-    internal static CausalLMModelInfo Describe(CausalLM model, CausalLMTokenizer tokenizer, IScoringOptions options) => new()
+    internal static CausalLMModelInfo Describe(CausalLM model, CausalLMTokenizer tokenizer, CausalLMEstimatorOptions options) => new()
     {
         LossColumnName = options.LossColumnName,
         PerplexityColumnName = options.PerplexityColumnName,

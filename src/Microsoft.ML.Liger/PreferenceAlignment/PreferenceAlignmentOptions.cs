@@ -17,29 +17,13 @@ namespace Microsoft.ML.Liger.PreferenceAlignment;
 /// algorithm whether log-probs are averaged and whether the NLL term is on). Setting one that the algorithm does not
 /// use is an error that names it, so a setting never silently does nothing.</para>
 /// </remarks>
-public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions, IScoringOptions
+public sealed class PreferenceAlignmentOptions : CausalLMEstimatorOptions
 {
     /// <summary>Sets the defaults that differ from the loop's: learning rate 1e-6 (TRL's DPO, ORPO and KTO configs).</summary>
     public PreferenceAlignmentOptions() => LearningRate = 1e-6;
 
     /// <summary>The objective; null: ORPO (the one that needs neither a reference model nor a prior SFT stage).</summary>
     public PreferenceAlgorithm? Algorithm { get; set; }
-
-    /// <summary>
-    /// The model to align: a Hugging Face checkpoint folder (config.json + safetensors), which includes a folder
-    /// written by <see cref="CausalLMTransformer.Save"/> (its chat template and format are taken from its
-    /// liger_model.json); null: <see cref="Architecture"/> from random init.
-    /// </summary>
-    public string? BaseModelPath { get; set; }
-
-    /// <summary>For a from-scratch model (<see cref="BaseModelPath"/> null): a <see cref="CausalLMArchitectures"/> name. Default "tiny-llama".</summary>
-    public string Architecture { get; set; } = "tiny-llama";
-
-    /// <summary>config.json fields that replace the architecture's; from-scratch models only.</summary>
-    public IReadOnlyDictionary<string, object?>? ArchitectureOverrides { get; set; }
-
-    /// <summary>The tokenizer; null: the one in <see cref="BaseModelPath"/>, or GPT-2's packaged vocabulary for a from-scratch model.</summary>
-    public CausalLMTokenizer? Tokenizer { get; set; }
 
     // ---- Loss hyper-parameters -------------------------------------------------------------------------------
 
@@ -121,58 +105,33 @@ public sealed class PreferenceAlignmentOptions : CausalLMTrainingOptions, IScori
     /// </summary>
     public int? MaxPromptLength { get; set; }
 
-    /// <summary>Wrap prompt and responses in the tokenizer's chat template (as <see cref="FineTuning.FineTuneCausalLMOptions.UseChatTemplate"/>). Default false.</summary>
-    public bool UseChatTemplate { get; set; }
-
-    /// <summary>A system message before each prompt when <see cref="UseChatTemplate"/> is on; null: none.</summary>
-    public string? SystemPrompt { get; set; }
-
     /// <summary>
     /// Name of the transformer's generated-completion column (added when the input has the prompt column). Default
     /// "Generated" ("Completion" is KTO's input column).
     /// </summary>
     public string GeneratedColumnName { get; set; } = "Generated";
 
-    /// <summary>Name of the transformer's per-row loss column (mean NLL per token of the chosen response, or of KTO's completion). Default "Loss".</summary>
-    public string LossColumnName { get; set; } = "Loss";
+    /// <summary>The algorithm being validated: which data columns it reads.</summary>
+    private PreferenceAlgorithm validating;
 
-    /// <summary>Name of the transformer's per-row perplexity column. Default "Perplexity".</summary>
-    public string PerplexityColumnName { get; set; } = "Perplexity";
-
-    /// <summary>How the transformer generates completions. Default: greedy, at most 64 new tokens.</summary>
-    public GenerationOptions Generation { get; set; } = new() { MaxNewTokens = 64 };
-
-    /// <summary>Held-out rows in the training data's columns, evaluated every <see cref="CausalLMTrainingOptions.EvalInterval"/> steps; null: none.</summary>
-    public IDataView? ValidationSet { get; set; }
-
-    /// <summary>A torch device ("cpu", "cuda", "cuda:1"); null: cuda:<see cref="MLContext.GpuDeviceId"/> when set and available, else the CPU.</summary>
-    public string? Device { get; set; }
+    private protected override IEnumerable<(string Name, string Value)> ColumnNames() =>
+        validating == PreferenceAlgorithm.Kto
+            ? [(nameof(PromptColumnName), PromptColumnName), (nameof(CompletionColumnName), CompletionColumnName),
+               (nameof(LabelColumnName), LabelColumnName), (nameof(GeneratedColumnName), GeneratedColumnName)]
+            : [(nameof(PromptColumnName), PromptColumnName), (nameof(ChosenColumnName), ChosenColumnName),
+               (nameof(RejectedColumnName), RejectedColumnName), (nameof(GeneratedColumnName), GeneratedColumnName)];
 
     /// <summary>Throws naming the first option that is out of range or does not apply to the algorithm (null: ORPO).</summary>
     public override void Validate() => Validate(Algorithm ?? PreferenceAlgorithm.Orpo);
 
     internal void Validate(PreferenceAlgorithm algorithm)
     {
+        validating = algorithm;
         base.Validate();
         if (Packing)
             throw new ArgumentException($"Option '{nameof(Packing)}' does not apply to preference alignment: each sequence's log-prob needs its own row.", nameof(Packing));
-        if (BaseModelPath is null)
-            CausalLMArchitectures.Create(Architecture, 64, ArchitectureOverrides);
-        bool kto = algorithm == PreferenceAlgorithm.Kto;
-        var columns = new List<(string, string)> { (nameof(PromptColumnName), PromptColumnName) };
-        columns.AddRange(kto
-            ? [(nameof(CompletionColumnName), CompletionColumnName), (nameof(LabelColumnName), LabelColumnName)]
-            : [(nameof(ChosenColumnName), ChosenColumnName), (nameof(RejectedColumnName), RejectedColumnName)]);
-        columns.AddRange([(nameof(GeneratedColumnName), GeneratedColumnName), (nameof(LossColumnName), LossColumnName), (nameof(PerplexityColumnName), PerplexityColumnName)]);
-        foreach (var (name, value) in columns)
-            if (string.IsNullOrWhiteSpace(value))
-                throw new ArgumentException($"Option '{name}' must name a column.", name);
         if (MaxPromptLength is int prompt && prompt < 1)
             throw new ArgumentOutOfRangeException(nameof(MaxPromptLength), prompt, $"Option '{nameof(MaxPromptLength)}' must be ≥ 1 (or null); got {prompt}.");
-        ArgumentNullException.ThrowIfNull(Generation, nameof(Generation));
-        if (Generation.MaxNewTokens <= 0)
-            throw new ArgumentOutOfRangeException(nameof(Generation), Generation.MaxNewTokens, "Generation.MaxNewTokens must be ≥ 1.");
-        Generation.Validate($"{nameof(Generation)}.");
         PreferenceLossSettings.From(this, algorithm, softcap: null); // the loss options' own checks, named
     }
 }
