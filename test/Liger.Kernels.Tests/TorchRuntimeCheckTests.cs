@@ -63,23 +63,21 @@ public sealed class TorchRuntimeCheckTests
     [TestMethod]
     public void Version_OfAnAppsCopy_ComesFromTheDepsFile()
     {
-        const string deps = """
+        const string cuda = """
             {"targets": {".NETCoreApp,Version=v10.0": {
               "TorchSharp/0.107.0": {"native": {"runtimes/linux-x64/native/libLibTorchSharp.so": {}}},
-              "libtorch-cuda-12.8-linux-x64-part1/2.10.0": {"native": {"runtimes/linux-x64/native/libtorch_cuda.so": {}}},
               "libtorch-cuda-12.8-linux-x64-part2/2.10.0": {"native": {"runtimes/linux-x64/native/libtorch_cpu.so": {}}}
             }}}
             """;
-        Assert.AreEqual(new LibTorchVersion("2.10.0", "12.8", "deps.json"), LibTorchVersion.FromDeps(deps, "libtorch_cpu.so"));
-        Assert.IsNull(LibTorchVersion.FromDeps(deps, "libtorch_python.so"));
-
-        // A portable (RID-agnostic) build lists natives under runtimeTargets.
-        const string portable = """
+        Assert.AreEqual(new LibTorchVersion("2.10.0", "12.8", "deps.json"), LibTorchVersion.FromDeps(cuda));
+        // A portable (RID-agnostic) build lists natives under runtimeTargets; the package key is the same.
+        const string cpu = """
             {"targets": {".NETCoreApp,Version=v10.0": {
-              "libtorch-cpu-linux-x64/2.10.0": {"runtimeTargets": {"runtimes/linux-x64/native/libtorch_cpu.so": {"rid": "linux-x64", "assetType": "native"}}}
+              "libtorch-cpu-linux-x64/2.7.1": {"runtimeTargets": {"runtimes/linux-x64/native/libtorch_cpu.so": {"rid": "linux-x64", "assetType": "native"}}}
             }}}
             """;
-        Assert.AreEqual(new LibTorchVersion("2.10.0", null, "deps.json"), LibTorchVersion.FromDeps(portable, "libtorch_cpu.so"));
+        Assert.AreEqual(new LibTorchVersion("2.7.1", null, "deps.json"), LibTorchVersion.FromDeps(cpu));
+        Assert.IsNull(LibTorchVersion.FromDeps("""{"targets": {"x": {"TorchSharp/0.107.0": {}}}}"""), "published with LigerTorchRuntime=none");
     }
 
     [TestMethod]
@@ -109,16 +107,18 @@ public sealed class TorchRuntimeCheckTests
         Assert.AreEqual("/lib/x86_64-linux-gnu/libstdc++.so.6: version `GLIBCXX_3.4.32' not found (required by /app/runtimes/linux-x64/native/libLibTorchSharp.so)", reason);
 
         string message = TorchRuntimeMessages.LoadFailure("0.107.0", "linux-x64", reason);
-        foreach (string part in new[] { "TorchSharp 0.107.0", "TorchSharp-cpu 0.107.0", "libtorch-cpu-linux-x64", "TorchSharp-cuda-linux 0.107.0",
-                     "LD_LIBRARY_PATH", "GLIBCXX_3.4.32' not found", "libstdc++" })
+        foreach (string part in new[] { "TorchSharp 0.107.0", "GLIBCXX_3.4.32' not found", "newer libstdc++6", "PatchLibTorchSharp.targets" })
             StringAssert.Contains(message, part);
+        Assert.IsFalse(message.Contains("TorchSharp-cpu", StringComparison.Ordinal), "the package is there: no package advice");
 
         // No native package at all: libLibTorchSharp.so loads nothing it needs.
         string missing = TorchRuntimeMessages.LoaderReason("Unable to load...\n/app/libLibTorchSharp.so: cannot open shared object file: No such file or directory\n" +
             "libtorch.so: cannot open shared object file: No such file or directory\n")!;
         Assert.AreEqual("libtorch.so: cannot open shared object file: No such file or directory", missing);
-        Assert.IsFalse(TorchRuntimeMessages.LoadFailure("0.107.0", "linux-x64", missing).Contains("libstdc++", StringComparison.Ordinal),
-            "the libstdc++ advice only where the loader named GLIBCXX");
+        string noPackage = TorchRuntimeMessages.LoadFailure("0.107.0", "linux-x64", missing);
+        foreach (string part in new[] { "libtorch.so: cannot open", "TorchSharp-cpu 0.107.0", "libtorch-cpu-linux-x64", "TorchSharp-cuda-linux 0.107.0", "LD_LIBRARY_PATH" })
+            StringAssert.Contains(noPackage, part);
+        Assert.IsFalse(noPackage.Contains("libstdc++", StringComparison.Ordinal), "the libstdc++ advice only where the loader named GLIBCXX");
     }
 
     [TestMethod]

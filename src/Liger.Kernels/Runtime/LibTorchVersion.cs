@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.RegularExpressions;
 
 namespace Liger.Kernels.Runtime;
@@ -10,14 +9,23 @@ namespace Liger.Kernels.Runtime;
 /// app's .deps.json as "libtorch-cpu-linux-x64/2.10.0"). libtorch itself exports no
 /// version function, and TorchSharp's torch.__version__ is the version it was built for, not the one it loaded.
 /// </summary>
-public sealed record LibTorchVersion(string Version, string? CudaVersion, string Source)
+public sealed partial record LibTorchVersion(string Version, string? CudaVersion, string Source)
 {
-    private static readonly Regex PythonVersion = new(@"^__version__\s*=\s*['""]([^'""]+)['""]", RegexOptions.Multiline);
-    private static readonly Regex PythonCuda = new(@"^cuda\s*(?::\s*[^=]+)?=\s*['""]([^'""]+)['""]", RegexOptions.Multiline);
-    private static readonly Regex NuGetPackage = new(@"[/\\]libtorch-(cpu|cuda-(\d+\.\d+))-[^/\\]+[/\\](\d+\.\d+\.\d+)[/\\]",
-        RegexOptions.IgnoreCase);
-    private static readonly Regex DepsLibrary = new(@"^libtorch-(cpu|cuda-(\d+\.\d+))-[^/]+/(\d+\.\d+\.\d+)$", RegexOptions.IgnoreCase);
-    private static readonly Regex CudaSuffix = new(@"\+cu(\d+)(\d)$");
+    // Source-generated: no pattern parsing or regex compilation at run time, so the once-per-process check stays cheap.
+    [GeneratedRegex(@"^__version__\s*=\s*['""]([^'""]+)['""]", RegexOptions.Multiline)]
+    private static partial Regex PythonVersion();
+
+    [GeneratedRegex(@"^cuda\s*(?::\s*[^=]+)?=\s*['""]([^'""]+)['""]", RegexOptions.Multiline)]
+    private static partial Regex PythonCuda();
+
+    [GeneratedRegex(@"[/\\]libtorch-(cpu|cuda-(\d+\.\d+))-[^/\\]+[/\\](\d+\.\d+\.\d+)[/\\]", RegexOptions.IgnoreCase)]
+    private static partial Regex NuGetPackage();
+
+    [GeneratedRegex(@"""libtorch-(cpu|cuda-(\d+\.\d+))-[^""/]+/(\d+\.\d+\.\d+)""", RegexOptions.IgnoreCase)]
+    private static partial Regex DepsLibrary();
+
+    [GeneratedRegex(@"\+cu(\d+)(\d)$")]
+    private static partial Regex CudaSuffix();
 
     /// <summary>The libtorch version that <paramref name="libraryPath"/> (libtorch_cpu.so or torch_cpu.dll) came with, or null.</summary>
     public static LibTorchVersion? Of(string libraryPath)
@@ -31,9 +39,9 @@ public sealed record LibTorchVersion(string Version, string? CudaVersion, string
             if (File.Exists(versionPy))
             {
                 string text = File.ReadAllText(versionPy);
-                if (PythonVersion.Match(text) is { Success: true } v)
+                if (PythonVersion().Match(text) is { Success: true } v)
                 {
-                    string? cuda = PythonCuda.Match(text) is { Success: true } c && c.Groups[1].Value != "None" ? c.Groups[1].Value : null;
+                    string? cuda = PythonCuda().Match(text) is { Success: true } c && c.Groups[1].Value != "None" ? c.Groups[1].Value : null;
                     return new(v.Groups[1].Value, cuda ?? CudaOf(v.Groups[1].Value), versionPy);
                 }
             }
@@ -41,7 +49,7 @@ public sealed record LibTorchVersion(string Version, string? CudaVersion, string
             if (File.Exists(buildVersion) && File.ReadAllText(buildVersion).Trim() is { Length: > 0 } zipVersion)
                 return new(zipVersion, CudaOf(zipVersion), buildVersion);
         }
-        if (NuGetPackage.Match(libraryPath) is { Success: true } package)
+        if (NuGetPackage().Match(libraryPath) is { Success: true } package)
         {
             string? cuda = package.Groups[2].Success ? package.Groups[2].Value : null;
             return new(package.Groups[3].Value, cuda, "its NuGet package folder");
@@ -51,39 +59,26 @@ public sealed record LibTorchVersion(string Version, string? CudaVersion, string
         {
             foreach (string deps in (AppContext.GetData("APP_CONTEXT_DEPS_FILES") as string ?? "").Split(';', StringSplitOptions.RemoveEmptyEntries))
             {
-                if (File.Exists(deps) && FromDeps(File.ReadAllText(deps), Path.GetFileName(libraryPath)) is { } fromDeps)
+                if (File.Exists(deps) && FromDeps(File.ReadAllText(deps)) is { } fromDeps)
                     return fromDeps with { Source = Path.GetFileName(deps) };
             }
         }
         return null;
     }
 
-    /// <summary>The libtorch package in a .deps.json whose native files include <paramref name="fileName"/>, or null.</summary>
-    internal static LibTorchVersion? FromDeps(string depsJson, string fileName)
-    {
-        using JsonDocument doc = JsonDocument.Parse(depsJson);
-        if (!doc.RootElement.TryGetProperty("targets", out JsonElement targets))
-            return null;
-        foreach (JsonProperty target in targets.EnumerateObject())
-        {
-            foreach (JsonProperty library in target.Value.EnumerateObject())
-            {
-                if (DepsLibrary.Match(library.Name) is not { Success: true } package)
-                    continue;
-                // "native" in a RID-specific build or publish, "runtimeTargets" in a portable one
-                bool listsFile = new[] { "native", "runtimeTargets" }.Any(section =>
-                    library.Value.TryGetProperty(section, out JsonElement files)
-                    && files.EnumerateObject().Any(f => Path.GetFileName(f.Name) == fileName));
-                if (listsFile)
-                    return new(package.Groups[3].Value, package.Groups[2].Success ? package.Groups[2].Value : null, "deps.json");
-            }
-        }
-        return null;
-    }
+    /// <summary>
+    /// The libtorch package a .deps.json names ("libtorch-cpu-linux-x64/2.10.0", or a part of "libtorch-cuda-12.8-linux-x64"),
+    /// or null. Its text is searched, not parsed: an app carries one libtorch, and System.Text.Json's first use costs
+    /// tens of milliseconds of JIT in a check that should cost nothing.
+    /// </summary>
+    internal static LibTorchVersion? FromDeps(string depsJson) =>
+        DepsLibrary().Match(depsJson) is { Success: true } package
+            ? new(package.Groups[3].Value, package.Groups[2].Success ? package.Groups[2].Value : null, "deps.json")
+            : null;
 
     /// <summary>"12.8" for "2.10.0+cu128", null for a CPU build or no suffix.</summary>
     internal static string? CudaOf(string version) =>
-        CudaSuffix.Match(version) is { Success: true } m ? $"{m.Groups[1].Value}.{m.Groups[2].Value}" : null;
+        CudaSuffix().Match(version) is { Success: true } m ? $"{m.Groups[1].Value}.{m.Groups[2].Value}" : null;
 
     /// <summary>Major and minor of a version such as "2.10.0.0" or "2.11.0+cu130", or null if it has none.</summary>
     internal static (int Major, int Minor)? MajorMinor(string version)

@@ -87,9 +87,21 @@ public static class TorchRuntimeCheck
     }
 
     // The full path of a loaded native library whose file name is one of names: where the OS loader found libtorch
-    // (a NuGet package, the app folder, or LD_LIBRARY_PATH's torch/lib), which TorchSharp does not report.
+    // (a NuGet package, the app folder, or LD_LIBRARY_PATH's torch/lib), which TorchSharp does not report. On Linux
+    // /proc/self/maps is read directly: Process.Modules builds an object per mapping (measured 18-55 ms on first use
+    // against 1-4 ms).
     private static string? LoadedLibrary(string[] names)
     {
+        if (OperatingSystem.IsLinux() && File.Exists("/proc/self/maps"))
+        {
+            foreach (string line in File.ReadLines("/proc/self/maps"))
+            {
+                int path = line.IndexOf('/');
+                if (path >= 0 && names.Contains(Path.GetFileName(line.AsSpan(path)).ToString(), StringComparer.Ordinal))
+                    return line[path..];
+            }
+            return null;
+        }
         using var process = Process.GetCurrentProcess();
         foreach (ProcessModule module in process.Modules)
         {

@@ -22,7 +22,7 @@ internal static class TorchRuntimeMessages
             return null;
         return $"Liger: TorchSharp {torchSharp} is built for libtorch {Short(expected)}, but the libtorch it loaded is {found.Version} " +
                $"({libraryPath}, version read from {found.Source}). Another minor version can work (a missing or changed native " +
-               $"function fails at the call that uses it), but it is not a tested pairing. To match: use PyTorch {want.Major}.{want.Minor}.x's torch/lib, " +
+               $"function fails at the call that uses it), but it is not the pairing TorchSharp was built and tested with. To match: use PyTorch {want.Major}.{want.Minor}.x's torch/lib, " +
                $"or the NuGet package libtorch-cpu-linux-x64 {Short(expected)} (CPU) or TorchSharp-cuda-linux {torchSharp} (CUDA). " +
                "README, \"GPU set-up\", lists the pairings.";
     }
@@ -34,12 +34,14 @@ internal static class TorchRuntimeMessages
     /// </remarks>
     public static string LoadFailure(string torchSharp, string rid, string? loaderError)
     {
-        string reason = loaderError is null ? "" : $" The loader said: {loaderError}";
-        string libstdcxx = loaderError?.Contains("GLIBCXX", StringComparison.Ordinal) == true
-            ? " This system's libstdc++ is older than the one TorchSharp's libLibTorchSharp.so was built with (GCC 13, GLIBCXX_3.4.32): " +
-              "install a newer libstdc++6, or mark that version need weak in the copied library as this repository's build/PatchLibTorchSharp.targets does."
-            : "";
-        return $"TorchSharp {torchSharp} could not load native libtorch.{reason}{libstdcxx} " +
+        string reason = loaderError is null ? "" : $" The loader said: {loaderError.TrimEnd('.')}.";
+        // The package is there but the system's C++ runtime is too old: package advice would mislead.
+        if (loaderError?.Contains("GLIBCXX", StringComparison.Ordinal) == true)
+            return $"TorchSharp {torchSharp} could not load native libtorch.{reason} This system's libstdc++ is older than the one " +
+                   "TorchSharp's libLibTorchSharp.so was built with (GCC 13, GLIBCXX_3.4.32): install a newer libstdc++6, or mark that " +
+                   "version need weak in the copied library as this repository's build/PatchLibTorchSharp.targets does (docs/design.md, " +
+                   "\"Loading TorchSharp on Debian 12\"). TorchSharp's own message, which blames a missing package, is the inner exception.";
+        return $"TorchSharp {torchSharp} could not load native libtorch.{reason} " +
                $"To fix it, reference the native libtorch TorchSharp {torchSharp} was built for: for the CPU, TorchSharp-cpu {torchSharp} " +
                $"or libtorch-cpu-{rid} of that libtorch version (2.10.0 for TorchSharp 0.107.0); for NVIDIA GPUs, TorchSharp-cuda-linux {torchSharp}; " +
                "or, with no native package, put the lib/ folder of the matching PyTorch install on LD_LIBRARY_PATH (README, \"GPU set-up\"). " +
