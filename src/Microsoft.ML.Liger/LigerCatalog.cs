@@ -3,6 +3,7 @@ using Microsoft.ML.Liger.FineTuning;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.PreferenceAlignment;
 using Microsoft.ML.Liger.Sweeps;
+using Microsoft.ML.Runtime;
 using TorchSharp;
 
 namespace Microsoft.ML.Liger;
@@ -22,20 +23,38 @@ public sealed class LigerCatalog
     /// The torch device training will use: cuda:<see cref="MLContext.GpuDeviceId"/> when it is set and
     /// CUDA is available, the CPU otherwise (or an error when <see cref="MLContext.FallbackToCpu"/> is false).
     /// </summary>
+    /// <remarks>
+    /// The first call in a process runs <see cref="TorchRuntimeCheck"/>: an error naming the package to add when native
+    /// libtorch is missing, and a warning (standard error and this context's log) when its version differs from the
+    /// one TorchSharp was built for.
+    /// </remarks>
+    /// <exception cref="InvalidOperationException">libtorch cannot be loaded, or a GPU was asked for with FallbackToCpu false and
+    /// cannot be used (the message says why: CPU-only libtorch, no driver, no such device).</exception>
     public torch.Device Device
     {
         get
         {
+            LogRuntimeWarningOnce(TorchRuntimeCheck.Report);
             if (Context.GpuDeviceId is int id)
             {
-                if (torch.cuda.is_available() && id < torch.cuda.device_count())
+                string? reason = TorchRuntimeCheck.WhyCudaUnavailable(id);
+                if (reason is null)
                     return new torch.Device(DeviceType.CUDA, id);
                 if (!Context.FallbackToCpu)
-                    throw new InvalidOperationException(
-                        $"MLContext.GpuDeviceId is {id} but CUDA device {id} is not available, and FallbackToCpu is false.");
+                    throw new InvalidOperationException($"MLContext.GpuDeviceId is {id} and FallbackToCpu is false, but {reason}");
             }
             return torch.CPU;
         }
+    }
+
+    private static int runtimeWarningLogged;
+
+    private void LogRuntimeWarningOnce(TorchRuntimeReport report)
+    {
+        if (report.Warning is null || Interlocked.Exchange(ref runtimeWarningLogged, 1) == 1)
+            return;
+        using var channel = ((IHostEnvironment)Context).Register("Liger").Start("TorchRuntimeCheck");
+        channel.Warning(MessageSensitivity.None, report.Warning);
     }
 
     /// <summary>

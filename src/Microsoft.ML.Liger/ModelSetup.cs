@@ -1,3 +1,4 @@
+using Liger.Kernels.Runtime;
 using Microsoft.ML.Liger.Models;
 using Microsoft.ML.Liger.Training;
 using TorchSharp;
@@ -26,14 +27,8 @@ internal static class ModelSetup
         }
         if (device.type is not (DeviceType.CPU or DeviceType.CUDA))
             throw new ArgumentException($"Option 'Device' is '{name}', a {device.type} device; Liger trains on {accepted}.", "Device");
-        if (device.type == DeviceType.CUDA)
-        {
-            if (!torch.cuda.is_available())
-                throw new ArgumentException($"Option 'Device' is '{name}' but CUDA is not available here; use \"cpu\".", "Device");
-            int count = torch.cuda.device_count();
-            if (device.index >= count)
-                throw new ArgumentException($"Option 'Device' is '{name}' but this machine has {count} CUDA device{(count == 1 ? "" : "s")} (cuda:0 to cuda:{count - 1}).", "Device");
-        }
+        if (device.type == DeviceType.CUDA && TorchRuntimeCheck.WhyCudaUnavailable(Math.Max(device.index, 0)) is { } reason)
+            throw new ArgumentException($"Option 'Device' is '{name}', but {reason} Or use \"cpu\".", "Device");
         return device;
     }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the packed benchmark app on the GPU host (see ../../../shared/gpu/README.md and docs/benchmarks.md):
+# Runs the packed benchmark app on the GPU host (see docs/gpu-host.md and docs/benchmarks.md):
 #   bash test/Liger.Benchmarks/gpu-run.sh [app args...]      from the repository root, with .gpu/ beside it
 #   LIGER_COUNT_API=1 bash test/Liger.Benchmarks/gpu-run.sh fit ...   also counts launches and host syncs per step
 # First compiles the allocator-statistics shim against the host's libtorch, so peak memory can be read.

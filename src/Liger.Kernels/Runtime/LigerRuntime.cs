@@ -72,6 +72,8 @@ public static class LigerRuntime
         {
             if (cudaDevices.TryGetValue(index, out var device))
                 return device;
+            // First use of this GPU: a CPU-only libtorch, a missing driver or a wrong index gets its reason here.
+            TorchRuntimeCheck.RequireCuda(index, $"Liger's CUDA kernels were asked for cuda:{index}");
             int count = Context.GetCudaDevices().Count;
             if (index < 0 || index >= count)
                 throw new InvalidOperationException(

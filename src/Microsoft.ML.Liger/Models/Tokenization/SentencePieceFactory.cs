@@ -5,10 +5,6 @@ namespace Microsoft.ML.Liger.Models.Tokenization;
 /// <summary>Builds the library's SentencePiece tokenizer from a tokenizer.model (Llama 2, Mistral, Gemma, Phi-3).</summary>
 internal static class SentencePieceFactory
 {
-    // A NormalizerSpec (ModelProto field 3) holding only add_dummy_prefix = false (its field 3). Protobuf
-    // merges a repeated embedded message into the earlier one, so appending it turns the prefix off.
-    private static readonly byte[] NoDummyPrefix = [0x1A, 0x02, 0x18, 0x00];
-
     /// <summary>
     /// The tokenizer, and the same tokenizer without the "▁" it puts before a text: transformers leaves the
     /// prefix off a piece that already starts with a space, and off the pieces after an added token when the
@@ -18,7 +14,9 @@ internal static class SentencePieceFactory
     {
         byte[] model = File.ReadAllBytes(path);
         SentencePieceTokenizer prefixed = Load(path, model, addedTokens);
-        return prefixed.AddDummyPrefix ? (prefixed, Load(path, [.. model, .. NoDummyPrefix], addedTokens)) : (prefixed, prefixed);
+        return prefixed.AddDummyPrefix
+            ? (prefixed, Load(path, SentencePieceModelProto.WithoutDummyPrefix(model), addedTokens))
+            : (prefixed, prefixed);
     }
 
     private static SentencePieceTokenizer Load(string path, byte[] model, IReadOnlyDictionary<string, int> addedTokens)
