@@ -1,4 +1,4 @@
-namespace Microsoft.ML.Liger.Models;
+namespace Microsoft.ML.Liger.Models.Tokenization;
 
 /// <summary>
 /// The one edit we make to a SentencePiece ModelProto: add_dummy_prefix turned off, every other setting kept.
