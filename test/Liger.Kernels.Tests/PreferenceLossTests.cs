@@ -158,8 +158,11 @@ public sealed class PreferenceLossTests
             if (c.Nll)
                 TensorAssert.Close(nll!, expected.Nll, tolerance, "nll", context);
             CollectionAssert.AreEquivalent(expected.Extras.Keys.ToList(), extras.Keys.ToList(), $"extras. {context}");
+            // ORPO's log-odds, log(p / (1 − p)) of each mean log-prob, amplify its error by 1 / (1 − p): in bf16 the
+            // log-probs' rounding reaches 3e-2 there at some seeds (seen: 3.03e-2), so the extras get the gradients' bound.
+            var extrasTolerance = dtype == ScalarType.Float32 ? tolerance : new Tolerance(5e-2, 5e-2, 5e-2);
             foreach (var (key, value) in expected.Extras)
-                TensorAssert.Close(extras[key], value, tolerance, key, context, scale: value.abs().Plus(0.1));
+                TensorAssert.Close(extras[key], value, extrasTolerance, key, context, scale: value.abs().Plus(0.1));
         }
         if (!gradients)
         {

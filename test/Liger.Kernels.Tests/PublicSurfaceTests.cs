@@ -64,6 +64,10 @@ public sealed class PublicSurfaceTests
         "Liger.Kernels.Runtime.LigerRuntime",
         "Liger.Kernels.Runtime.Ranges",
         "Liger.Kernels.Runtime.ScalarArithmetic",
+        // The start-up check of the native libtorch, and what it found (README, "GPU set-up").
+        "Liger.Kernels.Runtime.LibTorchVersion",
+        "Liger.Kernels.Runtime.TorchRuntimeCheck",
+        "Liger.Kernels.Runtime.TorchRuntimeReport",
     ];
 
     [TestMethod]

@@ -309,6 +309,7 @@ public sealed class RecomputeTests
         {
             Gradients.Clear(blocks);
             x0.grad = null;
+            NativeHeap.Settle();
             long before = NativeHeap.LiveBytes(), afterForward;
             using (var step = NewDisposeScope())
             {

@@ -53,6 +53,7 @@ public sealed class HiddenStatesTests
 
         long Run(CausalLM model)
         {
+            NativeHeap.Settle();
             long before = OperatingSystem.IsLinux() ? NativeHeap.LiveBytes() : 0;
             using var hidden = model.HiddenStates(batch.Input);
             long kept = OperatingSystem.IsLinux() ? NativeHeap.LiveBytes() - before : 0;

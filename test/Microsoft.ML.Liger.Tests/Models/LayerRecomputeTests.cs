@@ -54,6 +54,7 @@ public sealed class LayerRecomputeTests
         {
             using var model = new CausalLM(config) { GradientCheckpointing = checkpointing };
             var batch = Batches.Random(3, batch: 4, length: 64, padLast: 0);
+            NativeHeap.Settle();
             long before = NativeHeap.LiveBytes();
             using var output = model.forward(batch.Input);
             long kept = NativeHeap.LiveBytes() - before;
