@@ -5,12 +5,20 @@
 #   bash test/Liger.Benchmarks/gpu-run.sh gpu --out "$OUT"                       benchmarks
 #   bash .gpu/run.sh tests Liger.Kernels.Tests.dll --report-trx --results-directory "$OUT"   kernel tests on CUDA
 #   bash .gpu/run.sh mltests Microsoft.ML.Liger.Tests.dll ...                     model tests (oracle, bf16 convergence)
+#   build/gpu-pack.sh [bench] [tests] [mltests]   packs only those (default: all three). All three together pass the
+#   64 MiB a device call carries (about 67 MiB), so pack what one call needs: e.g. `tests mltests` for the CUDA test run.
 set -euo pipefail
 root=$(git rev-parse --show-toplevel); cd "$root"
 pack=${LIGER_GPU_PACK:-$root/build/gpu/pack.sh}
-dotnet publish test/Liger.Benchmarks -c Release -o /tmp/liger-gpu/bench -p:LigerTorchRuntime=none --nologo -v q
-dotnet publish test/Liger.Kernels.Tests -c Release -o /tmp/liger-gpu/tests -p:LigerTorchRuntime=none --nologo -v q
-dotnet publish test/Microsoft.ML.Liger.Tests -c Release -o /tmp/liger-gpu/mltests -p:LigerTorchRuntime=none --nologo -v q
-bash "$pack" /tmp/liger-gpu/bench bench
-bash "$pack" /tmp/liger-gpu/tests tests
-bash "$pack" /tmp/liger-gpu/mltests mltests
+apps=("$@"); [ ${#apps[@]} -eq 0 ] && apps=(bench tests mltests)
+for app in "${apps[@]}"; do
+  case "$app" in
+    bench) project=test/Liger.Benchmarks ;;
+    tests) project=test/Liger.Kernels.Tests ;;
+    mltests) project=test/Microsoft.ML.Liger.Tests ;;
+    *) echo "build/gpu-pack.sh: unknown app '$app' (expected bench, tests or mltests)" >&2; exit 2 ;;
+  esac
+  rm -f "$root/.gpu/$app.tar.xz"
+  dotnet publish "$project" -c Release -o "/tmp/liger-gpu/$app" -p:LigerTorchRuntime=none --nologo -v q
+  bash "$pack" "/tmp/liger-gpu/$app" "$app"
+done
