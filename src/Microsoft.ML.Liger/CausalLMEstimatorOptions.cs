@@ -53,16 +53,16 @@ public abstract class CausalLMEstimatorOptions : CausalLMTrainingOptions
     /// <summary>A torch device ("cpu", "cuda", "cuda:1"); null: cuda:<see cref="MLContext.GpuDeviceId"/> when set and available, else the CPU.</summary>
     public string? Device { get; set; }
 
-    /// <summary>The estimator's column options by name, each of which must name a column (checked by <see cref="Validate"/>).</summary>
-    private protected abstract IEnumerable<(string Name, string Value)> ColumnNames();
-
-    /// <inheritdoc/>
-    public override void Validate()
+    /// <summary>
+    /// The training loop's checks, then these options' and the estimator's column options (<paramref name="columns"/>,
+    /// by name), each of which must name a column; throws naming the first option that is wrong.
+    /// </summary>
+    private protected void ValidateModelAndColumns(IEnumerable<(string Name, string Value)> columns)
     {
         base.Validate();
         if (BaseModelPath is null)
             CausalLMArchitectures.Create(Architecture, 64, ArchitectureOverrides); // names an unknown architecture now, not after loading data
-        foreach (var (name, value) in ColumnNames().Concat([(nameof(LossColumnName), LossColumnName), (nameof(PerplexityColumnName), PerplexityColumnName)]))
+        foreach (var (name, value) in columns.Concat([(nameof(LossColumnName), LossColumnName), (nameof(PerplexityColumnName), PerplexityColumnName)]))
             if (string.IsNullOrWhiteSpace(value))
                 throw new ArgumentException($"Option '{name}' must name a column.", name);
         ArgumentNullException.ThrowIfNull(Generation, nameof(Generation));

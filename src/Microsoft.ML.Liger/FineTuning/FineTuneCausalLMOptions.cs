@@ -33,9 +33,10 @@ public sealed class FineTuneCausalLMOptions : CausalLMEstimatorOptions
     /// <summary>A shallow copy (a sweep's trial changes its copy's scalar options; the tokenizer and data are shared).</summary>
     internal FineTuneCausalLMOptions Copy() => (FineTuneCausalLMOptions)MemberwiseClone();
 
-    private protected override IEnumerable<(string Name, string Value)> ColumnNames() =>
+    /// <inheritdoc/>
+    public override void Validate() => ValidateModelAndColumns(
     [
         (nameof(TextColumnName), TextColumnName), (nameof(PromptColumnName), PromptColumnName),
         (nameof(ResponseColumnName), ResponseColumnName), (nameof(CompletionColumnName), CompletionColumnName),
-    ];
+    ]);
 }

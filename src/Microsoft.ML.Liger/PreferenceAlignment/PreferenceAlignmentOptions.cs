@@ -111,23 +111,16 @@ public sealed class PreferenceAlignmentOptions : CausalLMEstimatorOptions
     /// </summary>
     public string GeneratedColumnName { get; set; } = "Generated";
 
-    /// <summary>The algorithm being validated: which data columns it reads.</summary>
-    private PreferenceAlgorithm validating;
-
-    private protected override IEnumerable<(string Name, string Value)> ColumnNames() =>
-        validating == PreferenceAlgorithm.Kto
-            ? [(nameof(PromptColumnName), PromptColumnName), (nameof(CompletionColumnName), CompletionColumnName),
-               (nameof(LabelColumnName), LabelColumnName), (nameof(GeneratedColumnName), GeneratedColumnName)]
-            : [(nameof(PromptColumnName), PromptColumnName), (nameof(ChosenColumnName), ChosenColumnName),
-               (nameof(RejectedColumnName), RejectedColumnName), (nameof(GeneratedColumnName), GeneratedColumnName)];
-
     /// <summary>Throws naming the first option that is out of range or does not apply to the algorithm (null: ORPO).</summary>
     public override void Validate() => Validate(Algorithm ?? PreferenceAlgorithm.Orpo);
 
     internal void Validate(PreferenceAlgorithm algorithm)
     {
-        validating = algorithm;
-        base.Validate();
+        ValidateModelAndColumns(algorithm == PreferenceAlgorithm.Kto
+            ? [(nameof(PromptColumnName), PromptColumnName), (nameof(CompletionColumnName), CompletionColumnName),
+               (nameof(LabelColumnName), LabelColumnName), (nameof(GeneratedColumnName), GeneratedColumnName)]
+            : [(nameof(PromptColumnName), PromptColumnName), (nameof(ChosenColumnName), ChosenColumnName),
+               (nameof(RejectedColumnName), RejectedColumnName), (nameof(GeneratedColumnName), GeneratedColumnName)]);
         if (Packing)
             throw new ArgumentException($"Option '{nameof(Packing)}' does not apply to preference alignment: each sequence's log-prob needs its own row.", nameof(Packing));
         if (MaxPromptLength is int prompt && prompt < 1)
